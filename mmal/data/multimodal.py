@@ -1,0 +1,84 @@
+"""The data contract every dataset, model and query strategy shares (DESIGN.md, "Data contract")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MultimodalData:
+    """One split of a multimodal dataset.
+
+    Attributes:
+        x: one tensor per modality, first dim N, in the order of ``modalities``. Rows of a missing
+            modality hold zeros.
+        mask: (N, M) bool, True where the modality is present.
+        y: (N,) long class labels.
+        modalities: modality names, fixed order (column m of ``mask`` is ``modalities[m]``).
+        informative: optional (N, M) bool ground truth: True where modality m alone carries label
+            information for the sample (synthetic data only).
+    """
+
+    x: dict[str, Tensor]
+    mask: Tensor
+    y: Tensor
+    modalities: tuple[str, ...]
+    informative: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def subset(self, idx: Tensor) -> MultimodalData:
+        """The rows ``idx`` (a LongTensor of positions) of every tensor."""
+        return replace(
+            self,
+            x={m: v[idx] for m, v in self.x.items()},
+            mask=self.mask[idx],
+            y=self.y[idx],
+            informative=None if self.informative is None else self.informative[idx],
+        )
+
+    def to(self, device: torch.device | str) -> MultimodalData:
+        return replace(
+            self,
+            x={m: v.to(device) for m, v in self.x.items()},
+            mask=self.mask.to(device),
+            y=self.y.to(device),
+            informative=None if self.informative is None else self.informative.to(device),
+        )
+
+    def with_mask(self, mask: Tensor) -> MultimodalData:
+        """The same samples with another presence mask; newly absent rows are zeroed."""
+        x = {m: v * mask[:, i, None].to(v.dtype) for i, (m, v) in enumerate(self.x.items())}
+        return replace(self, x=x, mask=mask)
+
+
+@dataclass(frozen=True)
+class MultimodalDataset:
+    """The three splits of an AL experiment plus what the generator knows about them.
+
+    ``pool`` is what the strategies query from (unlabeled + labeled), ``val`` is for diagnostics only
+    and never queried, ``test`` is fixed for evaluation. ``ground_truth`` holds, for synthetic data,
+    ``bayes_acc/<m>`` (best achievable accuracy from modality m alone, when present) and
+    ``bayes_acc/all``.
+    """
+
+    pool: MultimodalData
+    val: MultimodalData
+    test: MultimodalData
+    num_classes: int
+    ground_truth: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.pool.modalities
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: v.shape[1] for m, v in self.pool.x.items()}
+
+    def to(self, device: torch.device | str) -> MultimodalDataset:
+        return replace(self, pool=self.pool.to(device), val=self.val.to(device), test=self.test.to(device))
