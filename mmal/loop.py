@@ -1,0 +1,124 @@
+"""The active-learning cycle: train -> evaluate -> query -> reveal labels (DESIGN.md, "AL protocol").
+
+Fair by construction: for a seed, the initial labeled set, the initial weights, each cycle's training
+randomness and each cycle's query generator are derived from the seed alone, so no strategy can change
+another strategy's randomness.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmal.data.multimodal import MultimodalDataset
+from mmal.log import RunLog
+from mmal.metrics import aubc, classification_metrics
+from mmal.models.classifier import MultimodalClassifier
+from mmal.query.base import QueryContext, QueryStrategy
+from mmal.training import Trainer
+
+
+def derive_seed(seed: int, *keys: str | int) -> int:
+    """A 63-bit seed for one purpose (e.g. ``("train", 3)``), independent across purposes."""
+    words = [seed] + [zlib.crc32(str(k).encode()) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
+    """(N,) bool mask of the initial labeled set: uniform without replacement, from the seed only."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "initial_set"))
+    labeled = torch.zeros(pool_size, dtype=torch.bool)
+    labeled[torch.randperm(pool_size, generator=g)[:initial_size]] = True
+    return labeled
+
+
+def initial_model(build_model: Callable[[], MultimodalClassifier], seed: int) -> MultimodalClassifier:
+    """The model with the seed's initial weights (identical for every strategy)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "initial_weights"))
+        return build_model()
+
+
+def run_active_learning(
+    data: MultimodalDataset,
+    build_model: Callable[[], MultimodalClassifier],
+    trainer: Trainer,
+    strategy: QueryStrategy,
+    run_log: RunLog,
+    seed: int,
+    initial_size: int,
+    query_size: int,
+    cycles: int,
+    warm_start: bool = False,
+) -> dict[str, Any]:
+    """Run ``cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
+
+    The budget initial_size + cycles * query_size must fit in the pool (checked by the caller's config
+    validation). With ``warm_start=False`` every cycle retrains from the same initial weights.
+    """
+    device = trainer.device
+    data = data.to(device)
+    labeled = initial_labeled(len(data.pool), initial_size, seed).to(device)
+    model = initial_model(build_model, seed).to(device)
+    initial_state = copy.deepcopy(model.state_dict())
+    records: list[dict[str, Any]] = []
+
+    for cycle in range(cycles + 1):
+        # Train on the labeled set.
+        if not warm_start:
+            model.load_state_dict(initial_state)
+        start = time.perf_counter()
+        trainer.fit(model, data.pool, labeled.nonzero().squeeze(1), derive_seed(seed, "train", cycle))
+        record: dict[str, Any] = {"cycle": cycle, "n_labeled": int(labeled.sum()), "time/train": _since(start, device)}
+
+        # Evaluate on the fixed test set.
+        start = time.perf_counter()
+        record.update(classification_metrics(trainer.predict(model, data.test).probs, data.test.y))
+        record["time/eval"] = _since(start, device)
+
+        # Query the next batch and reveal its labels (no query after the last training).
+        record["time/select"] = 0.0
+        if cycle < cycles:
+            start = time.perf_counter()
+            ctx = QueryContext(model, trainer, data.pool, labeled,
+                               torch.Generator().manual_seed(derive_seed(seed, "query", cycle)))
+            picked = strategy.select(ctx, query_size)
+            record["time/select"] = _since(start, device)
+            _check_selection(picked, labeled, query_size, strategy)
+            labeled[picked] = True
+        records.append(record)
+        run_log.cycle(record, cycles)
+
+    n_labeled = [r["n_labeled"] for r in records]
+    summary: dict[str, Any] = {"n_labeled": n_labeled[-1], "cycles": cycles}
+    for key in ("acc", "macro_f1"):
+        summary[f"final/{key}"] = records[-1][key]
+        summary[f"aubc/{key}"] = aubc(n_labeled, [r[key] for r in records])
+    for key in ("time/train", "time/eval", "time/select"):
+        summary[f"total_{key}"] = sum(r[key] for r in records)
+    summary.update({f"ground_truth/{k}": v for k, v in data.ground_truth.items()})
+    run_log.finish(summary)
+    return summary
+
+
+def _since(start: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # kernels run asynchronously: time them to completion
+    return time.perf_counter() - start
+
+
+def _check_selection(picked: Tensor, labeled: Tensor, k: int, strategy: QueryStrategy) -> None:
+    name = type(strategy).__name__
+    if picked.shape != (k,):
+        raise RuntimeError(f"{name} returned {tuple(picked.shape)} indices, expected ({k},)")
+    if picked.unique().numel() != k:
+        raise RuntimeError(f"{name} returned duplicate indices")
+    if labeled[picked].any():
+        raise RuntimeError(f"{name} queried already labeled indices")

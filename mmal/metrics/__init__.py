@@ -1,0 +1,31 @@
+"""Metrics and their keys (the names in ``metrics.jsonl``, ``summary.json`` and W&B)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import f1_score
+from torch import Tensor
+
+
+def classification_metrics(probs: Tensor, y: Tensor) -> dict[str, float]:
+    """``acc`` and ``macro_f1`` (over all classes, a class never predicted scores 0) of argmax(probs)."""
+    pred = probs.argmax(1)
+    labels = list(range(probs.shape[1]))
+    return {
+        "acc": (pred == y).float().mean().item(),
+        "macro_f1": float(f1_score(y.cpu().numpy(), pred.cpu().numpy(), labels=labels, average="macro",
+                                   zero_division=0)),
+    }
+
+
+def aubc(n_labeled: list[int], values: list[float]) -> float:
+    """Area under the budget curve: trapezoid rule with the labeled count scaled to [0, 1]
+    (first budget -> 0, last -> 1). A single point gives its own value."""
+    if len(values) == 1:
+        return float(values[0])
+    x = np.asarray(n_labeled, dtype=float)
+    x = (x - x[0]) / (x[-1] - x[0])
+    return float(np.trapezoid(values, x))
+
+
+__all__ = ["aubc", "classification_metrics"]

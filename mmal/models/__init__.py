@@ -1,0 +1,3 @@
+from mmal.models.classifier import ModelOutput, MultimodalClassifier
+
+__all__ = ["ModelOutput", "MultimodalClassifier"]

@@ -1,0 +1,124 @@
+"""Fusion modules: join per-modality embeddings into class logits, respecting the presence mask.
+
+Every fusion is called as ``fusion(embeddings, mask) -> (fused, logits)`` with ``embeddings`` a list of
+M tensors (B, D_m) whose missing rows the classifier has already zeroed, ``mask`` (B, M) bool, and
+returns the fused representation (B, F) and logits (B, C). A missing modality must contribute
+nothing: fusions that average divide by the number of *present* modalities, concatenating fusions
+append the mask so that a zero block is never mistaken for data.
+
+Which interaction structures a fusion can express (DESIGN.md, "Models and fusion"): logits that are
+a sum of per-modality terms (``late``, or any fusion with ``head_hidden_layers=0``) cannot represent
+synergy; a non-linear head after concatenation, mean, sum or gating can.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mmal.models.encoders import mlp
+
+
+class Fusion(nn.Module):
+    """Base class. ``raw_inputs=True`` asks the classifier for inputs instead of encoder embeddings."""
+
+    raw_inputs: ClassVar[bool] = False
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class _HeadFusion(Fusion):
+    """A fusion that builds one vector and classifies it with an MLP head; the fused output is the
+    head's last hidden layer (or its input when the head is linear)."""
+
+    def __init__(self, in_dim: int, num_classes: int, head_hidden: int, head_hidden_layers: int, dropout: float):
+        super().__init__()
+        self.head = mlp(in_dim, head_hidden, num_classes, head_hidden_layers, dropout)
+
+    def classify(self, joined: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.head[:-1](joined)  # (B, F)
+        return hidden, self.head[-1](hidden)
+
+
+def _equal_dims(dims: list[int], name: str) -> int:
+    if len(set(dims)) != 1:
+        raise ValueError(f"{name} fusion needs equal embedding sizes per modality, got {dims}")
+    return dims[0]
+
+
+class EarlyFusion(_HeadFusion):
+    """Concatenate the masked raw inputs and the mask, then one MLP (the per-modality encoders are skipped)."""
+
+    raw_inputs = True
+
+    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 2,
+                 dropout: float = 0.1):
+        super().__init__(sum(dims) + len(dims), num_classes, head_hidden, head_hidden_layers, dropout)
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=1))
+
+
+class IntermediateFusion(_HeadFusion):
+    """Concatenate the per-modality embeddings and the mask, then an MLP head."""
+
+    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
+                 dropout: float = 0.1):
+        super().__init__(sum(dims) + len(dims), num_classes, head_hidden, head_hidden_layers, dropout)
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=1))
+
+
+class MeanFusion(_HeadFusion):
+    """Mean of the embeddings of the present modalities (``reduce='sum'``: their sum), then an MLP head."""
+
+    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
+                 dropout: float = 0.1, reduce: str = "mean"):
+        super().__init__(_equal_dims(dims, reduce), num_classes, head_hidden, head_hidden_layers, dropout)
+        self.reduce = reduce
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        total = torch.stack(embeddings, dim=1).sum(1)  # (B, D); missing rows are zero
+        if self.reduce == "mean":
+            total = total / mask.sum(1, keepdim=True).clamp_min(1)
+        return self.classify(total)
+
+
+class GatedFusion(_HeadFusion):
+    """Learned per-sample modality weights: softmax over the present modalities of a linear score of
+    each embedding; the weighted sum goes to an MLP head. ``last_weights`` keeps the weights (B, M)."""
+
+    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
+                 dropout: float = 0.1):
+        dim = _equal_dims(dims, "gated")
+        super().__init__(dim, num_classes, head_hidden, head_hidden_layers, dropout)
+        self.gates = nn.ModuleList(nn.Linear(dim, 1) for _ in dims)
+        self.last_weights: Tensor | None = None
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        scores = torch.cat([gate(e) for gate, e in zip(self.gates, embeddings)], dim=1)  # (B, M)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        # A sample with every modality missing gets all-zero weights instead of NaN.
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
+        self.last_weights = weights.detach()
+        return self.classify((torch.stack(embeddings, dim=1) * weights[..., None]).sum(1))
+
+
+class LateFusion(Fusion):
+    """One head per modality; the logits are the mean of the present modalities' logits (all missing:
+    zeros, i.e. a uniform prediction). The fused output is that mean."""
+
+    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 0,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.heads = nn.ModuleList(mlp(d, head_hidden, num_classes, head_hidden_layers, dropout) for d in dims)
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        per_modality = torch.stack([head(e) for head, e in zip(self.heads, embeddings)], dim=1)  # (B, M, C)
+        keep = mask[..., None].to(per_modality.dtype)
+        logits = (per_modality * keep).sum(1) / keep.sum(1).clamp_min(1)
+        return logits, logits

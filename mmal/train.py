@@ -1,0 +1,56 @@
+"""The one entry point: compose the config, build data, model, trainer and strategy, run the AL loop.
+
+    python -m mmal.train [group=option ...] [key=value ...]      # one run
+    python -m mmal.train -m query=random,entropy seed=0,1,2       # a sweep
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmal.config import ConfigError, check_budget, validate
+from mmal.log import RunLog
+from mmal.loop import run_active_learning
+
+log = logging.getLogger("mmal")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run one experiment from a composed config, writing into ``run_dir``; returns the summary."""
+    validate(cfg)
+    pitfall = instantiate(cfg.pitfall, _convert_="all")
+    data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
+    check_budget(cfg, len(data.pool))
+    build_model = functools.partial(instantiate(cfg.model, _convert_="all"), dims=data.dims,
+                                    num_classes=data.num_classes, fusion=instantiate(cfg.fusion, _convert_="all"))
+    trainer = instantiate(cfg.trainer)
+    strategy = instantiate(cfg.query)
+    sink = instantiate(cfg.logger)
+    sink.start(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
+             len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, trainer.device)
+    return run_active_learning(data, build_model, trainer, strategy, RunLog(run_dir, sink), seed=cfg.seed,
+                               **cfg.al)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as err:
+        log.error("config error: %s", err)
+        sys.exit(2)
+    return summary["aubc/acc"]  # the value a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()
