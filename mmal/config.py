@@ -56,7 +56,8 @@ def validate(cfg: DictConfig) -> None:
         _integer(cfg, "dataset.bayes_samples", 1)
         latent = dataset.num_classes + dataset.nuisance_dim
         if not isinstance(dataset.modalities, DictConfig) or num_modalities < 2:
-            raise ConfigError("dataset.modalities", dataset.modalities, "a mapping name -> dim with >= 2 modalities")
+            raise ConfigError("dataset.modalities", dataset.modalities,
+                              "a mapping name -> dim with >= 2 modalities")
         for name, dim in dataset.modalities.items():
             if not _is_int(dim) or dim < latent:
                 raise ConfigError(f"dataset.modalities.{name}", dim,
@@ -71,9 +72,10 @@ def check_budget(cfg: DictConfig, pool_size: int) -> None:
     al = cfg.al
     if al.initial_size > pool_size:
         raise ConfigError("al.initial_size", al.initial_size, f"at most the pool size {pool_size}")
-    if al.query_size > pool_size - al.initial_size:
+    unlabeled = pool_size - al.initial_size
+    if al.query_size > unlabeled:
         raise ConfigError("al.query_size", al.query_size,
-                          f"at most the unlabeled pool, {pool_size} - {al.initial_size} = {pool_size - al.initial_size}")
+                          f"at most the unlabeled pool, {pool_size} - {al.initial_size} = {unlabeled}")
     budget = al.initial_size + al.cycles * al.query_size
     if budget > pool_size:
         most = (pool_size - al.initial_size) // al.query_size

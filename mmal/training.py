@@ -87,7 +87,8 @@ class Trainer:
     def _loss(self, logits: Tensor, aux_logits: Tensor | None, y: Tensor, mask: Tensor) -> Tensor:
         loss = F.cross_entropy(logits.float(), y)
         if aux_logits is not None and self.aux_weight > 0:
-            per = F.cross_entropy(aux_logits.float().flatten(0, 1), y.repeat_interleave(mask.shape[1]), reduction="none")
+            targets = y.repeat_interleave(mask.shape[1])  # (B * M,) matches aux_logits (B, M, C) flattened
+            per = F.cross_entropy(aux_logits.float().flatten(0, 1), targets, reduction="none")
             keep = mask.flatten().float()  # only modalities that are present teach their head
             loss = loss + self.aux_weight * (per * keep).sum() / keep.sum().clamp_min(1)
         return loss

@@ -20,7 +20,8 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_hidden: int, dropout: fl
 class MLPEncoder(nn.Module):
     """Maps one modality (B, in_dim) to an embedding (B, out_dim), ReLU-activated."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 128, out_dim: int = 64, num_hidden: int = 1, dropout: float = 0.1):
+    def __init__(self, in_dim: int, hidden_dim: int = 128, out_dim: int = 64, num_hidden: int = 1,
+                 dropout: float = 0.1):
         super().__init__()
         self.net = nn.Sequential(mlp(in_dim, hidden_dim, out_dim, num_hidden, dropout), nn.ReLU())
         self.out_dim = out_dim

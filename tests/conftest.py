@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = CONF.parent
+
+# A run small enough for a unit test: tiny splits, few epochs, CPU.
+TINY = [
+    "dataset.num_samples=300", "dataset.num_val=100", "dataset.num_test=300", "dataset.bayes_samples=2000",
+    "al.initial_size=20", "al.query_size=10", "al.cycles=2", "trainer.epochs=5", "trainer.device=cpu",
+]
+
+
+def compose_config(overrides: list[str] = ()) -> DictConfig:
+    """The config a user gets from ``python -m mmal.train <overrides>``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg() -> DictConfig:
+    return compose_config(TINY)

@@ -1,0 +1,110 @@
+"""The AL loop: budget, no re-queried indices, identical start for every strategy, AUBC."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+from hydra.utils import instantiate
+
+from mmal.log import RunLog, read_jsonl
+from mmal.loop import initial_labeled, initial_model, run_active_learning
+from mmal.metrics import aubc, classification_metrics
+from mmal.query import QueryStrategy, RandomSampling
+from mmal.train import run
+
+
+class Recording(QueryStrategy):
+    """Delegates to a real strategy and keeps what it picked and what was labeled before."""
+
+    def __init__(self, inner):
+        self.inner, self.picks, self.labeled_before = inner, [], []
+
+    def select(self, ctx, k):
+        self.labeled_before.append(ctx.labeled.clone())
+        picked = self.inner.select(ctx, k)
+        self.picks.append(picked.clone())
+        return picked
+
+
+def _parts(cfg):
+    pitfall = instantiate(cfg.pitfall, _convert_="all")
+    data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
+    model = instantiate(cfg.model, _convert_="all")
+
+    def build():
+        return model(dims=data.dims, num_classes=data.num_classes, fusion=instantiate(cfg.fusion))
+    return data, build, instantiate(cfg.trainer)
+
+
+@pytest.mark.parametrize("query", ["random", "entropy", "margin", "least_confidence"])
+def test_queries_are_new_distinct_and_the_budget_adds_up(query, tmp_path):
+    cfg = compose_config([*TINY, f"query={query}", "al.cycles=4"])
+    data, build, trainer = _parts(cfg)
+    strategy = Recording(instantiate(cfg.query))
+    summary = run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), seed=0, **cfg.al)
+
+    picked = torch.cat(strategy.picks)
+    assert picked.unique().numel() == picked.numel() == 4 * 10
+    for before, picks in zip(strategy.labeled_before, strategy.picks):
+        assert not before[picks].any()
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["n_labeled"] for r in records] == [20, 30, 40, 50, 60]
+    assert summary["n_labeled"] == 20 + 4 * 10
+    for key in ("cycle", "acc", "macro_f1", "time/train", "time/select", "time/eval"):
+        assert all(key in r for r in records)
+    assert summary["aubc/acc"] == pytest.approx(aubc([r["n_labeled"] for r in records], [r["acc"] for r in records]))
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_every_strategy_starts_from_the_same_labeled_set_and_weights(tmp_path):
+    cfg = compose_config([*TINY, "al.cycles=1"])
+    data, build, trainer = _parts(cfg)
+    first = {}
+    for name, inner in [("random", RandomSampling()), ("entropy", instantiate({"_target_": "mmal.query.Entropy"}))]:
+        strategy = Recording(inner)
+        run_active_learning(data, build, trainer, strategy, RunLog(tmp_path / name), seed=3, **cfg.al)
+        first[name] = (strategy.labeled_before[0], read_jsonl(tmp_path / name / "metrics.jsonl")[0])
+    assert torch.equal(first["random"][0], first["entropy"][0])
+    assert first["random"][0].sum() == 20
+    # Same start, same training seed: cycle 0 is the same experiment for both strategies.
+    assert first["random"][1]["acc"] == first["entropy"][1]["acc"]
+
+    a, b = initial_model(build, seed=3), initial_model(build, seed=3)
+    c = initial_model(build, seed=4)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(next(iter(a.parameters())), next(iter(c.parameters())))
+    assert not torch.equal(initial_labeled(300, 20, 3), initial_labeled(300, 20, 4))
+
+
+def test_a_strategy_that_requeries_is_stopped(tmp_path):
+    class Bad(QueryStrategy):
+        def select(self, ctx, k):
+            return ctx.labeled.nonzero().squeeze(1)[:k]
+
+    cfg = compose_config(TINY)
+    data, build, trainer = _parts(cfg)
+    with pytest.raises(RuntimeError, match="already labeled"):
+        run_active_learning(data, build, trainer, Bad(), RunLog(tmp_path), seed=0, **cfg.al)
+
+
+def test_run_learns_on_a_tiny_budget(tmp_path):
+    cfg = compose_config([*TINY, "trainer.epochs=30", "al.cycles=3", "al.query_size=30"])
+    summary = run(cfg, tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert len(records) == 4
+    assert records[-1]["acc"] > 0.6  # Bayes accuracy of the default pitfall is ~0.94, chance 0.25
+    assert summary["ground_truth/bayes_acc/all"] == pytest.approx(0.94, abs=0.03)
+
+
+def test_aubc_and_classification_metrics_on_known_values():
+    assert aubc([10, 20, 30], [0.5, 0.7, 0.9]) == pytest.approx(0.7)
+    assert aubc([10, 20, 50], [0.5, 0.7, 0.9]) == pytest.approx(0.25 * 1.2 / 2 + 0.75 * 1.6 / 2)
+    assert aubc([10], [0.4]) == 0.4
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0]])
+    m = classification_metrics(probs, torch.tensor([0, 1, 1, 1]))
+    assert m["acc"] == 0.75
+    # F1: class 0 = 2/3 (P=1/2, R=1), class 1 = 0.8 (P=1, R=2/3), class 2 never present nor predicted = 0.
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0) / 3)
