@@ -15,14 +15,15 @@ class Sink:
     """An external logger; this base class logs nothing (``logger=none``). Subclasses override the three
     calls and must never raise: a failing sink may not stop an experiment."""
 
-    def start(self, run_dir: Path, config: dict[str, Any]) -> None:
-        pass
+    def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None) -> None:
+        """Open the run: ``config`` is the resolved config, ``name`` e.g. ``entropy-synergy-intermediate-s0``,
+        ``group`` the sweep it belongs to (None for a single run)."""
 
     def log(self, record: dict[str, Any]) -> None:
-        pass
+        """One cycle's record (the line just written to ``metrics.jsonl``)."""
 
     def finish(self, summary: dict[str, Any]) -> None:
-        pass
+        """Close the run with the summary (``summary.json``); the run directory's plots exist by now."""
 
 
 class RunLog:

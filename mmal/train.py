@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,8 +25,9 @@ from mmal.loop import run_active_learning
 log = logging.getLogger("mmal")
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run one experiment from a composed config, writing into ``run_dir``; returns the summary."""
+def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None) -> dict[str, Any]:
+    """Run one experiment from a composed config, writing into ``run_dir``; returns the summary.
+    ``name`` and ``group`` label the run for the external logger."""
     validate(cfg)
     pitfall = instantiate(cfg.pitfall, _convert_="all")
     data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
@@ -35,7 +37,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = instantiate(cfg.trainer)
     strategy = instantiate(cfg.query)
     sink = instantiate(cfg.logger)
-    sink.start(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    sink.start(run_dir, OmegaConf.to_container(cfg, resolve=True), name, group)
     log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
              len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, trainer.device)
     return run_active_learning(data, build_model, trainer, strategy, RunLog(run_dir, sink), seed=cfg.seed,
@@ -44,8 +46,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    name = f"{choices.query}-{choices.pitfall}-{choices.fusion}-s{cfg.seed}"
+    group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
-        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), name, group)
     except ConfigError as err:
         log.error("config error: %s", err)
         sys.exit(2)
