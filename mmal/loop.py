@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmal.data.multimodal import MultimodalDataset
+from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
-from mmal.metrics import aubc, classification_metrics
+from mmal.metrics import aubc
+from mmal.metrics.modality import evaluate_subsets, modality_diagnostics
 from mmal.models.classifier import MultimodalClassifier
+from mmal.plots import save_plots
 from mmal.query.base import QueryContext, QueryStrategy
 from mmal.training import Trainer
 
@@ -78,10 +80,13 @@ def run_active_learning(
         trainer.fit(model, data.pool, labeled.nonzero().squeeze(1), derive_seed(seed, "train", cycle))
         record: dict[str, Any] = {"cycle": cycle, "n_labeled": int(labeled.sum()), "time/train": _since(start, device)}
 
-        # Evaluate on the fixed test set.
+        # Evaluate on the fixed test set under every modality subset, then the modality-gap diagnostics.
         start = time.perf_counter()
-        record.update(classification_metrics(trainer.predict(model, data.test).probs, data.test.y))
+        evaluation = evaluate_subsets(trainer, model, data.test)
         record["time/eval"] = _since(start, device)
+        start = time.perf_counter()
+        record.update(modality_diagnostics(trainer, model, data, evaluation))
+        record["time/diagnose"] = _since(start, device)
 
         # Query the next batch and reveal its labels (no query after the last training).
         record["time/select"] = 0.0
@@ -93,18 +98,37 @@ def run_active_learning(
             record["time/select"] = _since(start, device)
             _check_selection(picked, labeled, query_size, strategy)
             labeled[picked] = True
+            record.update(selection_statistics(data.pool, picked, data.num_classes))
         records.append(record)
         run_log.cycle(record, cycles)
 
-    n_labeled = [r["n_labeled"] for r in records]
-    summary: dict[str, Any] = {"n_labeled": n_labeled[-1], "cycles": cycles}
-    for key in ("acc", "macro_f1"):
-        summary[f"final/{key}"] = records[-1][key]
-        summary[f"aubc/{key}"] = aubc(n_labeled, [r[key] for r in records])
-    for key in ("time/train", "time/eval", "time/select"):
-        summary[f"total_{key}"] = sum(r[key] for r in records)
-    summary.update({f"ground_truth/{k}": v for k, v in data.ground_truth.items()})
+    summary = summarise(records, data.ground_truth)
+    save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
+    return summary
+
+
+def selection_statistics(pool: MultimodalData, picked: Tensor, num_classes: int) -> dict[str, Any]:
+    """What the queried batch looks like: share missing each modality, and its class histogram."""
+    stats: dict[str, Any] = {f"query/missing_frac/{m}": (~pool.mask[picked, i]).float().mean().item()
+                             for i, m in enumerate(pool.modalities)}
+    stats["query/class_hist"] = pool.y[picked].bincount(minlength=num_classes).tolist()
+    return stats
+
+
+def summarise(records: list[dict[str, Any]], ground_truth: dict[str, float]) -> dict[str, Any]:
+    """Final value of every per-cycle metric, AUBC of accuracy, macro-F1 and the gaps, total phase times."""
+    n_labeled = [r["n_labeled"] for r in records]
+    summary: dict[str, Any] = {"n_labeled": n_labeled[-1], "cycles": len(records) - 1}
+    last = records[-1]
+    for key, value in last.items():
+        if isinstance(value, float) and not key.startswith(("time/", "query/")):
+            summary[f"final/{key}"] = value
+    for key in ("acc", "macro_f1", "gap/unimodal", "gap/probe", "gap/shapley"):
+        summary[f"aubc/{key.replace('/', '_')}"] = aubc(n_labeled, [r[key] for r in records])
+    for key in [k for k in last if k.startswith("time/")]:
+        summary[f"total_{key}"] = sum(r[key] for r in records)
+    summary.update({f"ground_truth/{k}": v for k, v in ground_truth.items()})
     return summary
 
 

@@ -96,15 +96,17 @@ class Trainer:
     @torch.inference_mode()
     def predict(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor | None = None,
                 mask: Tensor | None = None) -> Predictions:
-        """Outputs for rows ``idx`` (default: all) of ``data``; ``mask`` (N, M) replaces the data's
-        presence mask (e.g. to evaluate with modalities masked out)."""
+        """Outputs for rows ``idx`` (default: all; repeats allowed) of ``data``. ``mask`` (len(idx), M)
+        replaces those rows' presence masks, e.g. to evaluate with modalities masked out (it may only
+        remove modalities: a missing modality's rows hold zeros)."""
         model.eval()
         idx = torch.arange(len(data), device=self.device) if idx is None else idx.to(self.device)
-        mask = data.mask if mask is None else mask
+        mask = data.mask[idx] if mask is None else mask.to(self.device)
         parts = []
-        for batch in idx.split(self.eval_batch_size):
+        for pos in torch.arange(len(idx), device=self.device).split(self.eval_batch_size):
+            rows = idx[pos]
             with self._autocast():
-                out = model({m: v[batch] for m, v in data.x.items()}, mask[batch])
+                out = model({m: v[rows] for m, v in data.x.items()}, mask[pos])
             parts.append(out)
         aux = None if parts[0].aux_logits is None else torch.cat([p.aux_logits for p in parts]).float().softmax(-1)
         return Predictions(

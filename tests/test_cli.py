@@ -116,3 +116,22 @@ def test_multirun_sweep_runs_every_job(tmp_path):
 def test_device_auto_picks_what_is_there():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert Trainer(device="auto").device.type == expected
+
+
+# Bayes accuracy of (a, b) each pitfall config must produce: catches a config that composes but means
+# something else (Hydra merges mappings key by key, so a pitfall inheriting `none` could keep its weights).
+PITFALL_BAYES = {
+    "none": (0.82, 0.82), "redundancy": (0.99, 0.99), "uniqueness": (0.60, 0.60), "synergy": (0.25, 0.25),
+    "modality_difficulty": (0.98, 0.63), "missing_modality": (0.82, 0.82),
+}
+
+
+@pytest.mark.parametrize("pitfall", sorted(PITFALL_BAYES))
+def test_each_pitfall_config_makes_the_data_it_describes(pitfall):
+    assert set(PITFALL_BAYES) == set(_options("pitfall"))
+    cfg = compose_config([*TINY, f"pitfall={pitfall}", "dataset.bayes_samples=20000", "dataset.num_samples=4000"])
+    data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=instantiate(cfg.pitfall, _convert_="all"))
+    gt = data.ground_truth
+    assert (gt["bayes_acc/a"], gt["bayes_acc/b"]) == pytest.approx(PITFALL_BAYES[pitfall], abs=0.02)
+    missing_b = 1 - data.pool.mask[:, 1].float().mean().item()
+    assert missing_b == pytest.approx(0.5 if pitfall == "missing_modality" else 0.0, abs=0.03)

@@ -42,8 +42,8 @@ class QueryContext:
         return (~self.labeled).nonzero().squeeze(1)
 
     def predict(self, mask: Tensor | None = None) -> Predictions:
-        """Model outputs on the unlabeled rows (row i = ``unlabeled[i]``), cached for the presence mask
-        (N_pool, M) given, default the pool's own."""
+        """Model outputs on the unlabeled rows (row i = ``unlabeled[i]``), cached per presence mask
+        (n_unlabeled, M) given, default the pool's own."""
         key = None if mask is None else mask.cpu().numpy().tobytes()
         if key not in self._cache:
             self._cache[key] = self.trainer.predict(self.model, self.pool, self.unlabeled, mask)
