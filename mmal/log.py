@@ -3,8 +3,11 @@ and an optional external sink (``conf/logger``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,142 @@ class Sink:
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Close the run with the summary (``summary.json``); the run directory's plots exist by now."""
+
+    def abort(self) -> None:
+        """Close the run as failed: the experiment raised before ``finish``."""
+
+
+_WANDB_DIRS = {"WANDB_DIR": "", "WANDB_CACHE_DIR": "wandb_cache", "WANDB_CONFIG_DIR": "wandb_config",
+               "WANDB_DATA_DIR": "wandb_data"}
+_PER_MODALITY = {"probe_acc/": "probe accuracy", "unimodal_acc/": "unimodal accuracy", "shapley/": "Shapley value"}
+
+
+class WandbSink(Sink):
+    """Logs a run to Weights & Biases (``logger=wandb``): each cycle's metrics charted against ``n_labeled``
+    (a list such as ``query/class_hist`` as one scalar per index, ``query/class_hist/<c>``), then the summary,
+    a table ``cycle_table`` of all records, a line chart per modality for each of ``probe_acc/``, ``unimodal_acc/``
+    and ``shapley/`` (``charts/<metric>``) and every PNG of the run directory (``plots/<stem>``).
+
+    Everything wandb writes stays inside the run directory: the run in ``<run_dir>/wandb``, its caches and
+    settings in ``<run_dir>/wandb_{cache,config,data}``. A W&B failure (a bad ``mode``, no API key, no
+    network, an error inside wandb) logs one warning and turns the sink off for the rest of the run.
+
+    Args:
+        project, entity: where the run goes (``entity=None``: the API key's default entity).
+        mode: ``online`` | ``offline`` (upload later with ``wandb sync``) | ``disabled``.
+        group: the W&B group; None uses the group given to ``start`` (the sweep, in a multirun).
+        job_type, tags, notes: as in ``wandb.init``.
+        init_timeout: seconds ``wandb.init`` may take (online without network it would wait 90 s), and
+            seconds an API-key prompt waits for an answer (unless ``WANDB_LOGIN_TIMEOUT`` is set).
+    """
+
+    def __init__(self, project: str = "mmal", entity: str | None = None, mode: str = "offline",
+                 group: str | None = None, job_type: str | None = None, tags: Sequence[str] = (),
+                 notes: str | None = None, init_timeout: float = 30.0):
+        self.project, self.entity, self.mode, self.group = project, entity, mode, group
+        self.job_type, self.tags, self.notes, self.init_timeout = job_type, list(tags), notes, init_timeout
+        self.run: Any = None  # the open wandb run; None before start, after finish and after a failure
+        self.records: list[dict[str, Any]] = []
+        self._saved_env: dict[str, str | None] = {}
+
+    def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.records = []
+        self._guard("init", self._init, config, name, group)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.records.append(record)
+            self._guard("log", self.run.log, _scalars(record), step=record["cycle"])
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.run is not None:
+            self._guard("finish", self._finish, summary)
+
+    def abort(self) -> None:
+        if self.run is not None:
+            self._close(failed=True)
+
+    def _init(self, config: dict[str, Any], name: str, group: str | None) -> None:
+        import wandb  # here, not at the top: a run without W&B never pays for (or breaks on) the import
+
+        env = {key: str(self.run_dir / sub) for key, sub in _WANDB_DIRS.items()}  # not ./wandb, ~/.cache, ...
+        # At a terminal without an API key wandb asks for one and, unanswered (a sweep left in tmux), waits forever.
+        env["WANDB_LOGIN_TIMEOUT"] = os.environ.get("WANDB_LOGIN_TIMEOUT", str(self.init_timeout))
+        self._saved_env = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        # finish_previous: a Hydra multirun runs its jobs in one process, and if a job died without finishing
+        # its run, wandb's default would hand that old run back to the next job instead of a new one.
+        settings = wandb.Settings(init_timeout=self.init_timeout, reinit="finish_previous")
+        self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, group=self.group or group,
+                              job_type=self.job_type, tags=self.tags, notes=self.notes, name=name, config=config,
+                              dir=self.run_dir, settings=settings)
+        self.run.define_metric("n_labeled")
+        self.run.define_metric("*", step_metric="n_labeled")
+
+    def _finish(self, summary: dict[str, Any]) -> None:
+        import wandb
+
+        self.run.summary.update(summary)
+        media: dict[str, Any] = {"cycle_table": _table(self.records)}
+        for prefix, what in _PER_MODALITY.items():
+            keys = list(dict.fromkeys(k for r in self.records for k in r if k.startswith(prefix)))
+            if keys:
+                media[f"charts/{prefix.rstrip('/')}"] = wandb.plot.line_series(
+                    xs=[[r["n_labeled"] for r in self.records if k in r] for k in keys],
+                    ys=[[r[k] for r in self.records if k in r] for k in keys],
+                    keys=[k.removeprefix(prefix) for k in keys], xname="n_labeled",
+                    title=f"{what} per modality vs labeled samples")
+        media.update({f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(self.run_dir.glob("*.png"))})
+        # At the last cycle's step, so the history keeps one row per cycle.
+        self.run.log(media, step=self.records[-1]["cycle"] if self.records else None)
+        self.run.finish()
+        self._close()
+
+    def _guard(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+        except Exception as err:
+            log.warning("W&B %s failed, so W&B logging is off for the rest of this run (metrics.jsonl is "
+                        "unaffected): %s: %s", what, type(err).__name__, err)
+            self._close(failed=True)
+
+    def _close(self, failed: bool = False) -> None:
+        """Stop wandb (after a failure: finish the run as failed, quietly) and restore the environment."""
+        run, self.run = self.run, None
+        with contextlib.suppress(Exception):
+            if run is not None:
+                if failed:
+                    run.finish(exit_code=1)
+                import wandb
+
+                wandb.teardown()  # wandb's background service would keep logging into this run's directory
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+
+
+def _scalars(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with each list (``query/class_hist``) split into one entry per index (``query/class_hist/0``)."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, (list, tuple)):
+            out.update({f"{key}/{i}": v for i, v in enumerate(value)})
+        else:
+            out[key] = value
+    return out
+
+
+def _table(records: list[dict[str, Any]]) -> Any:
+    """A ``wandb.Table`` with one row per record and a column per key (None where a record lacks it)."""
+    import wandb
+
+    rows = [_scalars(r) for r in records]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return wandb.Table(columns=columns, data=[[row.get(k) for k in columns] for row in rows])
 
 
 class RunLog:

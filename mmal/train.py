@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmal.config import ConfigError, check_budget, validate
+from mmal.config import ConfigError, check_budget, check_strategy, validate
 from mmal.log import RunLog
 from mmal.loop import run_active_learning
 
@@ -36,12 +36,17 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
                                     num_classes=data.num_classes, fusion=instantiate(cfg.fusion, _convert_="all"))
     trainer = instantiate(cfg.trainer)
     strategy = instantiate(cfg.query)
+    check_strategy(cfg, strategy, build_model())
     sink = instantiate(cfg.logger)
     sink.start(run_dir, OmegaConf.to_container(cfg, resolve=True), name, group)
     log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
              len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, trainer.device)
-    return run_active_learning(data, build_model, trainer, strategy, RunLog(run_dir, sink), seed=cfg.seed,
-                               **cfg.al)
+    try:
+        return run_active_learning(data, build_model, trainer, strategy, RunLog(run_dir, sink), seed=cfg.seed,
+                                   **cfg.al)
+    except BaseException:
+        sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
+        raise
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -49,7 +54,8 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
     name = f"{choices.query}-{choices.pitfall}-{choices.fusion}-s{cfg.seed}"
-    group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    sweep = Path(hydra_cfg.sweep.dir)
+    group = f"{sweep.parent.name}_{sweep.name}" if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
         summary = run(cfg, Path(hydra_cfg.runtime.output_dir), name, group)
     except ConfigError as err:

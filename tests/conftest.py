@@ -12,7 +12,7 @@ ROOT = CONF.parent
 # A run small enough for a unit test: tiny splits, few epochs, CPU.
 TINY = [
     "dataset.num_samples=300", "dataset.num_val=100", "dataset.num_test=300", "dataset.bayes_samples=2000",
-    "al.initial_size=20", "al.query_size=10", "al.cycles=2", "trainer.epochs=5", "trainer.device=cpu",
+    "al.initial_size=20", "al.query_size=10", "al.cycles=2", "trainer.epochs=5", "trainer.device=cpu", "logger=none",
 ]
 
 

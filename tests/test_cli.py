@@ -93,11 +93,13 @@ def test_default_run_learns_and_ends_well_above_chance(tmp_path):
     assert records[-1]["acc"] > records[0]["acc"] + 0.1  # AL works: accuracy grows with labels
     assert "cycle 10/10" in result.stderr + result.stdout  # progress on the console
     assert (tmp_path / "summary.json").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
+    assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1  # W&B is on, offline, by default
+    assert "W&B" not in result.stderr  # and it did not fail
 
 
 @pytest.mark.slow
 def test_multirun_sweep_runs_every_job(tmp_path):
-    overrides = [o for o in TINY if not o.startswith("trainer.device")]
+    overrides = [o for o in TINY if not o.startswith(("trainer.device", "logger"))]  # default device and W&B
     result = _train(["-m", "query=random,entropy", "seed=0,1", *overrides, f"hydra.sweep.dir={tmp_path}"], ROOT)
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
@@ -106,6 +108,7 @@ def test_multirun_sweep_runs_every_job(tmp_path):
     for job in jobs:
         records = read_jsonl(job / "metrics.jsonl")
         assert [r["n_labeled"] for r in records] == [20, 30, 40]
+        assert len(list(job.glob("wandb/offline-run-*/run-*.wandb"))) == 1  # one W&B run per job
         cfg = (job / ".hydra" / "overrides.yaml").read_text()
         seed = "seed=1" in cfg
         first.setdefault(seed, set()).add(records[0]["acc"])

@@ -1,0 +1,173 @@
+"""The W&B sink on real offline W&B runs, read back from the run log wandb writes (no mocks of wandb)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import wandb
+from conftest import TINY, compose_config
+from PIL import Image
+
+from mmal.log import WandbSink, read_jsonl
+from mmal.train import run
+
+WANDB = [*TINY, "al.cycles=1", "trainer.epochs=1", "logger=wandb", "logger.mode=offline"]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty home and working directory and no WANDB_* variables, so a file wandb leaves there shows."""
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / "cwd")
+    return tmp_path / "home"
+
+
+def read_wandb_run(run_dir: Path) -> dict[str, Any]:
+    """The one offline W&B run in ``run_dir``, from its ``.wandb`` log as ``wandb leet inspect --json`` prints
+    it (one JSON record per line): the run record, history rows, config, summary, exit code, files folder."""
+    (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log_file)],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    (run_record,) = [r["run"] for r in records if r["type"] == "run"]
+    config, summary = dict(run_record["config"]["update"]), {}
+    for r in records:
+        config.update(r["config"]["update"] if r["type"] == "config" else {})
+        summary.update(r["summary"].get("update", {}) if r["type"] == "summary" else {})
+    (exit_record,) = [r["exit"] for r in records if r["type"] == "exit"]
+    return {"run": run_record, "config": config, "summary": summary, "exit_code": exit_record.get("exit_code", 0),
+            "history": [r["history"]["item"] for r in records if r["type"] == "history"],
+            "files": log_file.parent / "files"}
+
+
+def mmal_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mmal" and r.levelno >= logging.WARNING]
+
+
+def test_an_offline_run_holds_every_cycle_the_config_and_summary_and_stays_in_the_run_dir(tmp_path, home, caplog):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Image.new("RGB", (8, 8)).save(run_dir / "planted.png")  # a plot, whatever the loop itself draws
+    summary = run(compose_config([*WANDB, "logger.tags=[a,b]"]), run_dir, "entropy-none-s0", "sweep-1")
+
+    assert not mmal_warnings(caplog)
+    assert not [p for p in home.rglob("*") if "wandb" in p.name], "wandb wrote into the home directory"
+    assert not any(Path.cwd().iterdir()), "wandb wrote into the working directory"
+    assert not [k for k in os.environ if k.startswith("WANDB_")], "the sink left WANDB_* variables set"
+
+    wb = read_wandb_run(run_dir)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert len(wb["history"]) == len(records) == 2
+    for row, record in zip(wb["history"], records):
+        for key in ("cycle", "n_labeled", "acc", "macro_f1"):
+            assert row[key] == record[key], key
+        for key, value in record.items():  # query/class_hist: one scalar per class
+            if isinstance(value, list):
+                assert [row[f"{key}/{c}"] for c in range(len(value))] == value
+    assert wb["run"]["display_name"] == "entropy-none-s0"
+    assert wb["run"]["run_group"] == "sweep-1"
+    assert wb["run"]["tags"] == ["a", "b"]
+    assert wb["config"]["al"] == {"initial_size": 20, "query_size": 10, "cycles": 1, "warm_start": False}
+    assert wb["config"]["logger"]["mode"] == "offline"
+    assert wb["summary"]["final/acc"] == json.loads((run_dir / "summary.json").read_text())["final/acc"]
+    assert wb["summary"]["final/acc"] == summary["final/acc"]
+    assert wb["summary"]["aubc/acc"] == summary["aubc/acc"]
+    assert wb["exit_code"] == 0
+    pngs = {p.stem for p in run_dir.glob("*.png")}
+    assert "planted" in pngs
+    assert {k.split(".")[0] for k in wb["history"][-1] if k.startswith("plots/")} == {f"plots/{s}" for s in pngs}
+    assert wb["history"][-1]["plots/planted._type"] == "image-file"
+
+
+def test_lists_become_one_scalar_per_class_and_per_modality_metrics_become_line_charts(tmp_path):
+    records = [
+        {"cycle": 0, "n_labeled": 20, "acc": 0.5, "probe_acc/a": 0.6, "probe_acc/b": 0.4, "query/class_hist": [3, 7]},
+        {"cycle": 1, "n_labeled": 30, "acc": 0.7, "probe_acc/a": 0.8, "probe_acc/b": 0.45},
+    ]
+    sink = WandbSink(mode="offline", project="unit", job_type="test", notes="a note")
+    sink.start(tmp_path, {"seed": 3}, "direct", None)
+    for record in records:
+        sink.log(record)
+    sink.finish({"final/acc": 0.7})
+    wb = read_wandb_run(tmp_path)
+
+    assert [row["acc"] for row in wb["history"]] == [0.5, 0.7]
+    assert (wb["history"][0]["query/class_hist/0"], wb["history"][0]["query/class_hist/1"]) == (3, 7)
+    assert "run_group" not in wb["run"] and wb["run"]["job_type"] == "test" and wb["run"]["notes"] == "a note"
+    assert wb["config"]["seed"] == 3 and wb["summary"]["final/acc"] == 0.7
+
+    chart = wb["config"]["_wandb.visualize.charts/probe_acc"]["panel_config"]
+    assert chart["panelDefId"] == "wandb/lineseries/v0"
+    assert chart["stringSettings"] == {"title": "probe accuracy per modality vs labeled samples", "xname": "n_labeled"}
+    assert not [k for k in wb["config"] if k.startswith("_wandb.visualize.charts/shapley")]  # no shapley/ metrics
+    last = wb["history"][-1]
+    points = json.loads((wb["files"] / last["charts/probe_acc_table.path"]).read_text())
+    assert sorted(map(tuple, points["data"])) == [(20, "a", 0.6), (20, "b", 0.4), (30, "a", 0.8), (30, "b", 0.45)]
+    table = json.loads((wb["files"] / last["cycle_table.path"]).read_text())
+    assert table["columns"][:3] == ["cycle", "n_labeled", "acc"]
+    assert [dict(zip(table["columns"], row))["query/class_hist/1"] for row in table["data"]] == [7, None]
+
+
+def test_runs_one_after_another_in_one_process_are_separate_wandb_runs(tmp_path):
+    first, second = tmp_path / "job0", tmp_path / "job1"  # as a Hydra multirun runs its jobs
+    run(compose_config(WANDB), first, "first", "sweep")
+    run(compose_config([*WANDB, "al.cycles=2"]), second, "second", "sweep")
+
+    a, b = read_wandb_run(first), read_wandb_run(second)
+    assert a["run"]["run_id"] != b["run"]["run_id"]
+    assert (a["run"]["display_name"], b["run"]["display_name"]) == ("first", "second")
+    for wb, run_dir, n_labeled in ((a, first, [20, 30]), (b, second, [20, 30, 40])):
+        records = read_jsonl(run_dir / "metrics.jsonl")
+        assert [row["n_labeled"] for row in wb["history"]] == [r["n_labeled"] for r in records] == n_labeled
+        assert [row["acc"] for row in wb["history"]] == [r["acc"] for r in records]
+        assert wb["exit_code"] == 0
+
+
+def test_a_job_that_died_without_finishing_does_not_swallow_the_next_jobs_run(tmp_path):
+    dead = WandbSink(mode="offline")
+    dead.start(tmp_path / "dead", {}, "dead", "sweep")
+    dead.log({"cycle": 0, "n_labeled": 20, "acc": 0.5})  # then the job raised: no finish()
+    run(compose_config(WANDB), tmp_path / "next", "next", "sweep")
+
+    a, b = read_wandb_run(tmp_path / "dead"), read_wandb_run(tmp_path / "next")
+    assert [row["acc"] for row in a["history"]] == [0.5]
+    assert b["run"]["display_name"] == "next"
+    assert [row["n_labeled"] for row in b["history"]] == [20, 30]
+
+
+@pytest.mark.parametrize("mode", ["bogus", "online"])  # online: no API key in the empty home
+def test_wandb_that_cannot_start_warns_once_and_the_run_carries_on(mode, tmp_path, caplog):
+    summary = run(compose_config([*WANDB, f"logger.mode={mode}"]), tmp_path, "broken", None)
+
+    (warning,) = mmal_warnings(caplog)
+    assert "W&B init failed" in warning
+    assert ("bogus" if mode == "bogus" else "API key") in warning
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert not [k for k in os.environ if k.startswith("WANDB_")]
+
+
+def test_an_error_inside_wandb_warns_once_closes_the_wandb_run_and_the_run_carries_on(tmp_path, caplog, monkeypatch):
+    def broken_log(self, *args, **kwargs):
+        raise RuntimeError("wandb broke")
+
+    monkeypatch.setattr(wandb.Run, "log", broken_log)
+    summary = run(compose_config(WANDB), tmp_path, "broken", None)
+
+    (warning,) = mmal_warnings(caplog)
+    assert "W&B log failed" in warning and "RuntimeError: wandb broke" in warning
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    wb = read_wandb_run(tmp_path)
+    assert wb["history"] == [] and wb["exit_code"] == 1  # closed as failed, not left open
