@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
 from mmal.data.pitfall import INTERACTIONS, MISSING_MECHANISMS, SPLITS
+from mmal.query import BALD, QueryStrategy, has_modality_predictions
 from mmal.training import PRECISIONS
 
 
@@ -45,6 +47,12 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "trainer.precision", list(PRECISIONS))
     if str(cfg.trainer.precision) == "16" and not torch.cuda.is_available():
         raise ConfigError("trainer.precision", "16", "float16 training needs CUDA; use 32 or bf16")
+
+    for key in ("mc_samples", "max_iter", "max_clusters", "min_cluster_size", "neighbors", "batch_size"):
+        if key in cfg.query:
+            _integer(cfg, f"query.{key}", 1)
+    if "overshoot" in cfg.query:
+        _number(cfg, "query.overshoot", 0)
 
     dataset = cfg.dataset
     num_modalities = len(dataset.modalities) if "modalities" in dataset else None
@@ -82,6 +90,17 @@ def check_budget(cfg: DictConfig, pool_size: int) -> None:
         raise ConfigError("al.cycles", al.cycles,
                           f"budget {al.initial_size} + {al.cycles} x {al.query_size} = {budget} exceeds the pool "
                           f"({pool_size}); at most {most} cycles")
+
+
+def check_strategy(cfg: DictConfig, strategy: QueryStrategy, model: nn.Module) -> None:
+    """The strategy can run on this model: per-modality predictions or dropout where it needs them."""
+    if strategy.needs_modality_predictions and not has_modality_predictions(model):
+        raise ConfigError("query._target_", cfg.query._target_,
+                          f"needs per-modality predictions, which {cfg.fusion._target_} with model.aux_heads="
+                          f"{cfg.model.aux_heads} lacks: use fusion=late or model.aux_heads=true")
+    if isinstance(strategy, BALD) and not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        raise ConfigError("query._target_", cfg.query._target_,
+                          "MC dropout needs dropout > 0: set model.encoder.dropout or fusion.dropout")
 
 
 def _validate_pitfall(cfg: DictConfig, num_modalities: int | None) -> None:

@@ -95,11 +95,12 @@ class Trainer:
 
     @torch.inference_mode()
     def predict(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor | None = None,
-                mask: Tensor | None = None) -> Predictions:
+                mask: Tensor | None = None, dropout: bool = False) -> Predictions:
         """Outputs for rows ``idx`` (default: all; repeats allowed) of ``data``. ``mask`` (len(idx), M)
         replaces those rows' presence masks, e.g. to evaluate with modalities masked out (it may only
-        remove modalities: a missing modality's rows hold zeros)."""
-        model.eval()
+        remove modalities: a missing modality's rows hold zeros). ``dropout=True`` keeps dropout active
+        (MC dropout; the global generator draws the masks)."""
+        model.train(dropout)
         idx = torch.arange(len(data), device=self.device) if idx is None else idx.to(self.device)
         mask = data.mask[idx] if mask is None else mask.to(self.device)
         parts = []
@@ -108,6 +109,7 @@ class Trainer:
             with self._autocast():
                 out = model({m: v[rows] for m, v in data.x.items()}, mask[pos])
             parts.append(out)
+        model.eval()
         aux = None if parts[0].aux_logits is None else torch.cat([p.aux_logits for p in parts]).float().softmax(-1)
         return Predictions(
             probs=torch.cat([p.logits for p in parts]).float().softmax(-1),

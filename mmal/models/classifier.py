@@ -16,7 +16,8 @@ from mmal.models.fusion import Fusion
 class ModelOutput:
     """What a forward pass returns.
 
-    logits (B, C); fused (B, F) the fused representation; embeddings M x (B, D_m) per-modality
+    logits (B, C); fused (B, F) the fused representation, the input of the final linear layer (the logits
+    are linear in it, up to the bias); embeddings M x (B, D_m) per-modality
     embeddings (zero rows where the modality is missing); aux_logits (B, M, C) from the auxiliary
     per-modality heads, or None when the model has none.
     """

@@ -110,7 +110,9 @@ class GatedFusion(_HeadFusion):
 
 class LateFusion(Fusion):
     """One head per modality; the logits are the mean of the present modalities' logits (all missing:
-    zeros, i.e. a uniform prediction). The fused output is that mean."""
+    zeros, i.e. a uniform prediction). The fused output is the input of the heads' last linear layers,
+    concatenated over modalities and divided by the number present: the logits are linear in it, as
+    for every other fusion (gradient embeddings rely on that)."""
 
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 0,
                  dropout: float = 0.1):
@@ -118,7 +120,9 @@ class LateFusion(Fusion):
         self.heads = nn.ModuleList(mlp(d, head_hidden, num_classes, head_hidden_layers, dropout) for d in dims)
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
-        per_modality = torch.stack([head(e) for head, e in zip(self.heads, embeddings)], dim=1)  # (B, M, C)
-        keep = mask[..., None].to(per_modality.dtype)
-        logits = (per_modality * keep).sum(1) / keep.sum(1).clamp_min(1)
-        return logits, logits
+        keep = mask.to(embeddings[0].dtype)  # (B, M)
+        count = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+        hidden = [head[:-1](e) * keep[:, i, None] for i, (head, e) in enumerate(zip(self.heads, embeddings))]
+        per_modality = torch.stack([head[-1](h) for head, h in zip(self.heads, hidden)], dim=1)  # (B, M, C)
+        logits = (per_modality * keep[..., None]).sum(1) / count
+        return torch.cat(hidden, dim=1) / count, logits

@@ -1,6 +1,14 @@
-from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, top_k
+# from mmal.query.badge import Badge
+from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, has_modality_predictions, top_k
+# from mmal.query.bmmal import BMMAL
+# from mmal.query.coreset import Coreset, MultimodalCoreset
+from mmal.query.deepfool import DeepFool
+from mmal.query.kmeans import KMeansSampling
+from mmal.query.multimodal import Disagreement, ModalityEntropy
 from mmal.query.random import RandomSampling
-from mmal.query.uncertainty import Entropy, LeastConfidence, Margin
+from mmal.query.typiclust import TypiClust
+from mmal.query.uncertainty import BALD, Entropy, LeastConfidence, Margin
 
-__all__ = ["Entropy", "LeastConfidence", "Margin", "QueryContext", "QueryStrategy", "RandomSampling",
-           "ScoringStrategy", "top_k"]
+__all__ = ["BALD", "BMMAL", "Badge", "Coreset", "DeepFool", "Disagreement", "Entropy", "KMeansSampling",
+           "LeastConfidence", "Margin", "ModalityEntropy", "MultimodalCoreset", "QueryContext", "QueryStrategy",
+           "RandomSampling", "ScoringStrategy", "TypiClust", "has_modality_predictions", "top_k"]

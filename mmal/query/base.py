@@ -1,16 +1,19 @@
 """The one calling convention of every query strategy.
 
 A strategy gets a ``QueryContext`` (the trained model, the pool, which pool rows are labeled, the
-trainer for batched inference, a seeded generator) and returns the pool indices to label:
+trainer for batched inference, a seeded generator) and returns the pool positions to label:
 
     strategy.select(ctx, k) -> LongTensor[k]   # distinct, unlabeled pool positions
 
-Scoring strategies (entropy, margin, ...) subclass ``ScoringStrategy`` and only write
-``score(predictions) -> Tensor[n]``; the base class takes the top k among the unlabeled rows with
-seeded random tie-breaks. Batch strategies (coreset, BADGE, BMMAL, k-means) override ``select``
-and use the same context: ``ctx.predict()`` gives the fused embedding, the per-modality embeddings and
-the auxiliary per-modality predictions of every unlabeled sample; ``ctx.predict(mask=...)`` gives them
-with modalities masked out.
+Scoring strategies (entropy, margin, BALD, ...) subclass ``ScoringStrategy`` and only write
+``score(ctx) -> Tensor[N_pool]``; the base class takes the top k among the unlabeled rows with seeded
+random tie-breaks. Batch strategies (coreset, k-means, BADGE, BMMAL, ...) override ``select``.
+
+What the context offers, all on the whole pool (row i = pool position i, labeled rows included):
+``ctx.predict()`` probabilities, the fused embedding (input of the final linear layer) and the
+per-modality embeddings; ``ctx.predict(mask)`` the same with another presence mask;
+``ctx.modality_probs()`` per-modality predictions (N, M, C); ``ctx.mc_dropout(T)`` T stochastic
+forward passes. Every random choice must draw from ``ctx.generator``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from torch import Tensor
 
 from mmal.data.multimodal import MultimodalData
 from mmal.models.classifier import MultimodalClassifier
+from mmal.models.fusion import LateFusion
 from mmal.training import Predictions, Trainer
+
+
+def has_modality_predictions(model: MultimodalClassifier) -> bool:
+    """Whether the model makes a prediction from each modality on its own (auxiliary heads or late fusion)."""
+    return model.aux_heads is not None or isinstance(model.fusion, LateFusion)
 
 
 @dataclass
 class QueryContext:
-    """What a strategy may look at. ``labeled`` is a (N,) bool mask over ``pool`` rows."""
+    """What a strategy may look at. ``labeled`` is a (N_pool,) bool mask over ``pool`` rows."""
 
     model: MultimodalClassifier
     trainer: Trainer
@@ -42,33 +51,63 @@ class QueryContext:
         return (~self.labeled).nonzero().squeeze(1)
 
     def predict(self, mask: Tensor | None = None) -> Predictions:
-        """Model outputs on the unlabeled rows (row i = ``unlabeled[i]``), cached per presence mask
-        (n_unlabeled, M) given, default the pool's own."""
+        """Model outputs on every pool row, cached per presence mask (N_pool, M); default the pool's own."""
         key = None if mask is None else mask.cpu().numpy().tobytes()
         if key not in self._cache:
-            self._cache[key] = self.trainer.predict(self.model, self.pool, self.unlabeled, mask)
+            self._cache[key] = self.trainer.predict(self.model, self.pool, mask=mask)
         return self._cache[key]
+
+    def modality_probs(self) -> Tensor:
+        """(N_pool, M, C) class probabilities from each modality alone: the auxiliary heads when the model
+        has them, else (late fusion) the model with only that modality present. Rows of a missing modality
+        are uniform. Raises ValueError for a model that has neither."""
+        pred = self.predict()
+        if pred.aux_probs is not None:
+            return pred.aux_probs
+        if not has_modality_predictions(self.model):
+            raise ValueError("per-modality predictions need fusion=late or model.aux_heads=true")
+        eye = torch.eye(self.pool.mask.shape[1], dtype=torch.bool, device=self.pool.mask.device)
+        return torch.stack([self.predict(self.pool.mask & eye[m]).probs for m in range(eye.shape[0])], dim=1)
+
+    def mc_dropout(self, samples: int) -> Tensor:
+        """(T, N_pool, C) probabilities of ``samples`` forward passes with dropout active, seeded by the
+        context's generator."""
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[self.trainer.device] if self.trainer.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return torch.stack([self.trainer.predict(self.model, self.pool, dropout=True).probs
+                                for _ in range(samples)])
+
+    def random_state(self) -> int:
+        """A seed for a library that wants an int (e.g. scikit-learn), drawn from the generator."""
+        return int(torch.randint(2**31 - 1, (1,), generator=self.generator))
 
 
 class QueryStrategy:
-    """Base class: ``select(ctx, k)`` returns k distinct unlabeled pool positions (LongTensor[k])."""
+    """Base class: ``select(ctx, k)`` returns k distinct unlabeled pool positions (LongTensor[k]).
+
+    ``needs_modality_predictions``: the strategy reads ``ctx.modality_probs()``, so the model must have
+    auxiliary heads or late fusion (checked when the run is configured).
+    """
+
+    needs_modality_predictions: bool = False
 
     def select(self, ctx: QueryContext, k: int) -> Tensor:
         raise NotImplementedError
 
 
 class ScoringStrategy(QueryStrategy):
-    """Scores every unlabeled sample and labels the k best; ties are broken by a seeded permutation."""
+    """Scores every pool sample and labels the k best unlabeled ones; ties broken by a seeded permutation."""
 
     higher_is_better: bool = True
 
-    def score(self, pred: Predictions) -> Tensor:
-        """One score per unlabeled sample, (n,), from the model's predictions on them."""
+    def score(self, ctx: QueryContext) -> Tensor:
+        """One score per pool row, (N_pool,)."""
         raise NotImplementedError
 
     def select(self, ctx: QueryContext, k: int) -> Tensor:
         candidates = ctx.unlabeled
-        scores = self.score(ctx.predict()).cpu()
+        scores = self.score(ctx)[candidates].float().cpu()
         if not self.higher_is_better:
             scores = -scores
         return candidates[top_k(scores, k, ctx.generator).to(candidates.device)]
