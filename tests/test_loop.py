@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import CONF, TINY, compose_config
 from hydra.utils import instantiate
 
 from mmal.log import RunLog, read_jsonl
@@ -39,9 +39,10 @@ def _parts(cfg):
     return data, build, instantiate(cfg.trainer)
 
 
-@pytest.mark.parametrize("query", ["random", "entropy", "margin", "least_confidence"])
+@pytest.mark.parametrize("query", sorted(p.stem for p in (CONF / "query").glob("*.yaml")))
 def test_queries_are_new_distinct_and_the_budget_adds_up(query, tmp_path):
-    cfg = compose_config([*TINY, f"query={query}", "al.cycles=4"])
+    # Auxiliary heads and missing modalities, so that every strategy (multimodal ones too) runs as in a study.
+    cfg = compose_config([*TINY, f"query={query}", "al.cycles=4", "model.aux_heads=true", "pitfall=missing_modality"])
     data, build, trainer = _parts(cfg)
     strategy = Recording(instantiate(cfg.query))
     summary = run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), seed=0, **cfg.al)

@@ -1,7 +1,7 @@
-# from mmal.query.badge import Badge
+from mmal.query.badge import Badge
 from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, has_modality_predictions, top_k
-# from mmal.query.bmmal import BMMAL
-# from mmal.query.coreset import Coreset, MultimodalCoreset
+from mmal.query.bmmal import BMMAL
+from mmal.query.coreset import Coreset, MultimodalCoreset
 from mmal.query.deepfool import DeepFool
 from mmal.query.kmeans import KMeansSampling
 from mmal.query.multimodal import Disagreement, ModalityEntropy

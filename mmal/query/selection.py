@@ -143,7 +143,6 @@ def _farthest_first(sq_dist: SqDist, labeled: Tensor, k: int, generator: torch.G
         picks[0] = centres[0]
         first = 1
     min_dist = _min_sq_dist(sq_dist, centres, len(labeled))  # (N,)
-    min_dist[labeled] = -1
     min_dist[centres] = -1
     for t in range(first, k):
         j = min_dist.argmax(keepdim=True)  # (1,), stays on the device: no sync per step on a GPU
@@ -188,7 +187,7 @@ def _d2_sampling(sq_dist: SqDist, open_: Tensor, uniforms: Tensor) -> Tensor:
         if cum[-1] <= 0:  # every remaining D² is 0: uniform among the remaining candidates
             cum = open_.cumsum(0, dtype=torch.float64)
         # first i with cum_i > u·total: weight-0 points are never drawn, and u < 1 keeps it in range
-        j = torch.searchsorted(cum, uniforms[t:t + 1] * cum[-1], right=False)  # (1,)
+        j = torch.searchsorted(cum, uniforms[t:t + 1] * cum[-1], right=True)  # (1,)
         picks[t] = j[0]
         open_[j] = False
         if t + 1 < k:

@@ -1,0 +1,151 @@
+"""Every query strategy: valid selections, and each one's numbers against its definition."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from conftest import CONF, TINY, compose_config
+from hydra.utils import instantiate
+
+from mmal.config import ConfigError, check_strategy
+from mmal.data import Pitfall, make_synthetic
+from mmal.metrics.modality import shapley_values
+from mmal.models import MultimodalClassifier
+from mmal.models.encoders import MLPEncoder
+from mmal.models.fusion import EarlyFusion, IntermediateFusion
+from mmal.query import QueryContext
+from mmal.query.bmmal import contribution_weights, modality_contributions
+from mmal.query.deepfool import DeepFool
+from mmal.query.multimodal import Disagreement, ModalityEntropy
+from mmal.query.uncertainty import mutual_information
+from mmal.training import Trainer
+
+STRATEGIES = sorted(p.stem for p in (CONF / "query").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def pool_and_model():
+    data = make_synthetic(Pitfall(missing_rate=[0.0, 0.3]), seed=0, num_samples=120, num_val=10, num_test=10,
+                          bayes_samples=100)
+    torch.manual_seed(0)
+    model = MultimodalClassifier(data.dims, 4, functools.partial(MLPEncoder, out_dim=16),
+                                 functools.partial(IntermediateFusion), aux_heads=True)
+    trainer = Trainer(epochs=20, device="cpu")
+    trainer.fit(model, data.pool, torch.arange(40), seed=0)
+    return data.pool, model, trainer
+
+
+def _ctx(pool, model, trainer, labeled_count=40, seed=0):
+    labeled = torch.zeros(len(pool), dtype=torch.bool)
+    labeled[:labeled_count] = True
+    return QueryContext(model, trainer, pool, labeled, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize("k", [7, 80])  # 80 = every unlabeled sample
+def test_every_strategy_returns_k_distinct_unlabeled_indices(name, k, pool_and_model):
+    pool, model, trainer = pool_and_model
+    strategy = instantiate(compose_config([f"query={name}"]).query)
+    ctx = _ctx(pool, model, trainer)
+    picked = strategy.select(ctx, k)
+    assert picked.dtype == torch.long and picked.shape == (k,)
+    assert picked.unique().numel() == k
+    assert not ctx.labeled[picked].any()
+    again = strategy.select(_ctx(pool, model, trainer), k)
+    assert torch.equal(picked, again)  # same generator seed, same picks
+
+
+def test_bald_is_the_mutual_information_from_its_definition():
+    mc = torch.tensor([[[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]],
+                       [[0.1, 0.9], [0.5, 0.5], [0.2, 0.8]]])  # (T=2, N=3, C=2)
+
+    def h(p):
+        return -sum(q * math.log(q) for q in p if q > 0)
+    expected = [h([0.5, 0.5]) - (h([0.9, 0.1]) + h([0.1, 0.9])) / 2, 0.0, 0.0]
+    assert mutual_information(mc).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_modality_entropy_and_disagreement_on_hand_made_predictions(pool_and_model):
+    pool, model, trainer = pool_and_model
+    ctx = _ctx(pool, model, trainer)
+    probs = ctx.modality_probs()
+    assert probs.shape == (len(pool), 2, 4)
+    row = int((pool.mask.all(1)).nonzero()[0])
+    pa, pb = probs[row, 0], probs[row, 1]
+
+    def h(p):
+        return float(-(p * p.log()).sum())
+    assert ModalityEntropy().score(ctx)[row].item() == pytest.approx((h(pa) + h(pb)) / 2, rel=1e-5)
+    js = h((pa + pb) / 2) - (h(pa) + h(pb)) / 2
+    assert Disagreement().score(ctx)[row].item() == pytest.approx(js, rel=1e-4, abs=1e-7)
+    missing_b = int((~pool.mask[:, 1]).nonzero()[0])
+    assert Disagreement().score(ctx)[missing_b].item() == pytest.approx(0.0, abs=1e-7)
+    assert ModalityEntropy().score(ctx)[missing_b].item() == pytest.approx(h(probs[missing_b, 0]), rel=1e-5)
+
+
+def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model):
+    pool, model, trainer = pool_and_model
+    ctx = _ctx(pool, model, trainer)
+    phi = modality_contributions(ctx)  # (N, 2)
+    full = trainer.predict(model, pool).probs
+    y_hat = full.argmax(1)
+    for row in [0, 5, 17, int((~pool.mask[:, 1]).nonzero()[0])]:
+        def v(present):
+            mask = pool.mask[row : row + 1] & torch.tensor([present])
+            with torch.no_grad():
+                out = model({m: x[row : row + 1] for m, x in pool.x.items()}, mask)
+            return out.logits.softmax(1)[0, y_hat[row]].item()
+        game = {(): v([False, False]), (0,): v([True, False]), (1,): v([False, True]), (0, 1): v([True, True])}
+        assert phi[row].tolist() == pytest.approx(shapley_values(game, 2), abs=1e-5)
+    assert (phi[~pool.mask[:, 1], 1].abs() < 1e-6).all()  # a missing modality contributes nothing
+    w = contribution_weights(torch.tensor([[0.5, 0.2], [0.1, 0.3], [0.4, 0.4]]))
+    assert torch.allclose(w, torch.tensor([[1.0, 0.7], [0.8, 1.0], [1.0, 1.0]]))
+
+
+def test_deepfool_on_a_linear_model_finds_the_distance_to_the_boundary():
+    torch.manual_seed(0)
+    dims = {"a": 3, "b": 2}
+    model = MultimodalClassifier(dims, 3, MLPEncoder, functools.partial(EarlyFusion, head_hidden_layers=0)).eval()
+    g = torch.Generator().manual_seed(1)
+    x = {"a": torch.randn(50, 3, generator=g), "b": torch.randn(50, 2, generator=g)}
+    mask = torch.ones(50, 2, dtype=torch.bool)
+    mask[:10, 1] = False
+    norms = DeepFool(max_iter=1, overshoot=0.0)._perturbation_norm(model, x, mask)
+    # Linear logits W [x_a, x_b, mask] + c: the distance to the boundary with class k is
+    # |f_k - f_y| / ||w_k - w_y|| over the present inputs only.
+    weight = model.fusion.head[-1].weight  # (C, 3 + 2 + 2)
+    with torch.no_grad():
+        logits = model(x, mask).logits
+    y = logits.argmax(1)
+    for i in range(50):
+        cols = list(range(3)) + ([3, 4] if mask[i, 1] else [])
+        dist = min(abs(logits[i, k] - logits[i, y[i]]).item() / (weight[k, cols] - weight[y[i], cols]).norm().item()
+                   for k in range(3) if k != y[i])
+        assert norms[i].item() == pytest.approx(dist, rel=1e-3, abs=1e-3)
+    x_flipped = DeepFool(max_iter=10)._perturbation_norm(model, x, mask)
+    assert (x_flipped >= norms - 1e-4).all()
+
+
+@pytest.mark.parametrize("query", ["modality_entropy", "disagreement"])
+def test_modality_strategies_need_late_fusion_or_aux_heads(query):
+    cfg = compose_config([*TINY, f"query={query}"])
+    data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=instantiate(cfg.pitfall, _convert_="all"))
+
+    def build(cfg):
+        return instantiate(cfg.model, _convert_="all")(dims=data.dims, num_classes=4, fusion=instantiate(cfg.fusion))
+    with pytest.raises(ConfigError, match="use fusion=late or model.aux_heads=true"):
+        check_strategy(cfg, instantiate(cfg.query), build(cfg))
+    for fix in (["fusion=late"], ["model.aux_heads=true"]):
+        ok = compose_config([*TINY, f"query={query}", *fix])
+        check_strategy(ok, instantiate(ok.query), build(ok))
+
+
+def test_bald_needs_dropout():
+    cfg = compose_config([*TINY, "query=bald", "model.encoder.dropout=0.0", "fusion.dropout=0.0"])
+    model = instantiate(cfg.model, _convert_="all")(dims={"a": 32, "b": 32}, num_classes=4,
+                                                   fusion=instantiate(cfg.fusion))
+    with pytest.raises(ConfigError, match="dropout > 0"):
+        check_strategy(cfg, instantiate(cfg.query), model)
