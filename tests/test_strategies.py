@@ -93,7 +93,7 @@ def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model)
     full = trainer.predict(model, pool).probs
     y_hat = full.argmax(1)
     for row in [0, 5, 17, int((~pool.mask[:, 1]).nonzero()[0])]:
-        def v(present):
+        def v(present, row=row):
             mask = pool.mask[row : row + 1] & torch.tensor([present])
             with torch.no_grad():
                 out = model({m: x[row : row + 1] for m, x in pool.x.items()}, mask)
