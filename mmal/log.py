@@ -18,15 +18,19 @@ class Sink:
     """An external logger; this base class logs nothing (``logger=none``). Subclasses override the three
     calls and must never raise: a failing sink may not stop an experiment."""
 
-    def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None) -> None:
+    run_id: str | None = None  # the external run's id once started; a resumed experiment reopens it
+
+    def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None,
+              run_id: str | None = None) -> None:
         """Open the run: ``config`` is the resolved config, ``name`` e.g. ``entropy-synergy-intermediate-s0``,
-        ``group`` the sweep it belongs to (None for a single run)."""
+        ``group`` the sweep it belongs to (None for a single run), ``run_id`` the id of the run to resume."""
 
     def log(self, record: dict[str, Any]) -> None:
         """One cycle's record (the line just written to ``metrics.jsonl``)."""
 
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Close the run with the summary (``summary.json``); the run directory's plots exist by now."""
+    def finish(self, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """Close the run with the summary (``summary.json``) and every cycle's record (a resumed run's
+        earlier cycles included); the run directory's plots exist by now."""
 
     def abort(self) -> None:
         """Close the run as failed: the experiment raised before ``finish``."""
@@ -62,28 +66,26 @@ class WandbSink(Sink):
         self.project, self.entity, self.mode, self.group = project, entity, mode, group
         self.job_type, self.tags, self.notes, self.init_timeout = job_type, list(tags), notes, init_timeout
         self.run: Any = None  # the open wandb run; None before start, after finish and after a failure
-        self.records: list[dict[str, Any]] = []
         self._saved_env: dict[str, str | None] = {}
 
-    def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None) -> None:
+    def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None,
+              run_id: str | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
-        self.records = []
-        self._guard("init", self._init, config, name, group)
+        self._guard("init", self._init, config, name, group, run_id)
 
     def log(self, record: dict[str, Any]) -> None:
         if self.run is not None:
-            self.records.append(record)
             self._guard("log", self.run.log, _scalars(record), step=record["cycle"])
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
         if self.run is not None:
-            self._guard("finish", self._finish, summary)
+            self._guard("finish", self._finish, summary, records)
 
     def abort(self) -> None:
         if self.run is not None:
             self._close(failed=True)
 
-    def _init(self, config: dict[str, Any], name: str, group: str | None) -> None:
+    def _init(self, config: dict[str, Any], name: str, group: str | None, run_id: str | None) -> None:
         import wandb  # here, not at the top: a run without W&B never pays for (or breaks on) the import
 
         env = {key: str(self.run_dir / sub) for key, sub in _WANDB_DIRS.items()}  # not ./wandb, ~/.cache, ...
@@ -96,26 +98,27 @@ class WandbSink(Sink):
         settings = wandb.Settings(init_timeout=self.init_timeout, reinit="finish_previous")
         self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, group=self.group or group,
                               job_type=self.job_type, tags=self.tags, notes=self.notes, name=name, config=config,
-                              dir=self.run_dir, settings=settings)
+                              dir=self.run_dir, settings=settings, id=run_id, resume="allow" if run_id else None)
+        self.run_id = self.run.id
         self.run.define_metric("n_labeled")
         self.run.define_metric("*", step_metric="n_labeled")
 
-    def _finish(self, summary: dict[str, Any]) -> None:
+    def _finish(self, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
         import wandb
 
         self.run.summary.update(summary)
-        media: dict[str, Any] = {"cycle_table": _table(self.records)}
+        media: dict[str, Any] = {"cycle_table": _table(records)}
         for prefix, what in _PER_MODALITY.items():
-            keys = list(dict.fromkeys(k for r in self.records for k in r if k.startswith(prefix)))
+            keys = list(dict.fromkeys(k for r in records for k in r if k.startswith(prefix)))
             if keys:
                 media[f"charts/{prefix.rstrip('/')}"] = wandb.plot.line_series(
-                    xs=[[r["n_labeled"] for r in self.records if k in r] for k in keys],
-                    ys=[[r[k] for r in self.records if k in r] for k in keys],
+                    xs=[[r["n_labeled"] for r in records if k in r] for k in keys],
+                    ys=[[r[k] for r in records if k in r] for k in keys],
                     keys=[k.removeprefix(prefix) for k in keys], xname="n_labeled",
                     title=f"{what} per modality vs labeled samples")
         media.update({f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(self.run_dir.glob("*.png"))})
         # At the last cycle's step, so the history keeps one row per cycle.
-        self.run.log(media, step=self.records[-1]["cycle"] if self.records else None)
+        self.run.log(media, step=records[-1]["cycle"] if records else None)
         self.run.finish()
         self._close()
 
@@ -167,21 +170,26 @@ def _table(records: list[dict[str, Any]]) -> Any:
 
 class RunLog:
     """Writes one JSON object per cycle to ``metrics.jsonl`` (flushed at once, so a crash keeps every
-    finished cycle), ``summary.json`` at the end, a progress line per cycle, and forwards to ``sink``."""
+    finished cycle), ``summary.json`` at the end, a progress line per cycle, and forwards to ``sink``.
+    ``records``: the cycles a resumed run already has; ``metrics.jsonl`` restarts from exactly those."""
 
-    def __init__(self, run_dir: Path, sink: Sink | None = None):
+    def __init__(self, run_dir: Path, sink: Sink | None = None, records: list[dict[str, Any]] = ()):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.metrics_path.write_text("")
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        self.records = list(records)
         self.sink = sink or Sink()
 
     def cycle(self, record: dict[str, Any], total_cycles: int) -> None:
+        self.records.append(record)
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info(
-            "cycle %d/%d  labeled %d  acc %.4f  macro_f1 %.4f  train %.2fs  select %.3fs",
+            "cycle %d/%d  labeled %d  acc %.4f  macro_f1 %.4f  gap/probe %.3f  gap/unimodal %.3f  "
+            "train %.2fs  select %.3fs",
             record["cycle"], total_cycles, record["n_labeled"], record["acc"], record["macro_f1"],
+            record.get("gap/probe", float("nan")), record.get("gap/unimodal", float("nan")),
             record["time/train"], record["time/select"],
         )
         self.sink.log(record)
@@ -189,7 +197,7 @@ class RunLog:
     def finish(self, summary: dict[str, Any]) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("final acc %.4f  AUBC(acc) %.4f  -> %s", summary["final/acc"], summary["aubc/acc"], self.run_dir)
-        self.sink.finish(summary)
+        self.sink.finish(summary, self.records)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmal.checkpoint import save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
 from mmal.metrics import aubc
@@ -59,20 +60,30 @@ def run_active_learning(
     query_size: int,
     cycles: int,
     warm_start: bool = False,
+    resume: dict[str, Any] | None = None,
+    fingerprint: str = "",
 ) -> dict[str, Any]:
     """Run ``cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
 
     The budget initial_size + cycles * query_size must fit in the pool (checked by the caller's config
-    validation). With ``warm_start=False`` every cycle retrains from the same initial weights.
+    validation). With ``warm_start=False`` every cycle retrains from the same initial weights. After each
+    cycle the AL state is saved in the run directory; ``resume`` (a saved state, its records already in
+    ``run_log``) continues after its last complete cycle. Every cycle's randomness derives from the seed
+    and the cycle number, so a resumed run gives the same results as an uninterrupted one.
     """
     device = trainer.device
     data = data.to(device)
     labeled = initial_labeled(len(data.pool), initial_size, seed).to(device)
     model = initial_model(build_model, seed).to(device)
     initial_state = copy.deepcopy(model.state_dict())
-    records: list[dict[str, Any]] = []
+    records = run_log.records
+    first_cycle = 0
+    if resume is not None:
+        labeled = resume["labeled"].to(device)
+        model.load_state_dict(resume["model"])
+        first_cycle = resume["cycle"] + 1
 
-    for cycle in range(cycles + 1):
+    for cycle in range(first_cycle, cycles + 1):
         # Train on the labeled set.
         if not warm_start:
             model.load_state_dict(initial_state)
@@ -99,12 +110,16 @@ def run_active_learning(
             _check_selection(picked, labeled, query_size, strategy)
             labeled[picked] = True
             record.update(selection_statistics(data.pool, picked, data.num_classes))
-        records.append(record)
         run_log.cycle(record, cycles)
+        state = {"cycle": cycle, "labeled": labeled.cpu(), "records": records,
+                 "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                 "fingerprint": fingerprint, "run_id": run_log.sink.run_id}
+        save_state(run_log.run_dir, state)
 
     summary = summarise(records, data.ground_truth)
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
+    save_state(run_log.run_dir, {**state, "summary": summary})
     return summary
 
 

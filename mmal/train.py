@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mmal.checkpoint import fingerprint, load_state
 from mmal.config import ConfigError, check_budget, check_strategy, validate
 from mmal.log import RunLog
 from mmal.loop import run_active_learning
@@ -37,13 +39,25 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
     trainer = instantiate(cfg.trainer)
     strategy = instantiate(cfg.query)
     check_strategy(cfg, strategy, build_model())
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resume = load_state(run_dir)
+    if resume is not None and resume["fingerprint"] != fingerprint(config):
+        raise ConfigError("run directory", str(run_dir), "holds a run of a different config; resume it with that "
+                          "config or choose another directory (hydra.run.dir / hydra.sweep.dir)")
+    if resume is not None and "summary" in resume:
+        log.info("already finished, nothing to do: %s", run_dir)
+        return resume["summary"]
+    if resume is not None:
+        log.info("resuming after cycle %d: %s", resume["cycle"], run_dir)
     sink = instantiate(cfg.logger)
-    sink.start(run_dir, OmegaConf.to_container(cfg, resolve=True), name, group)
+    sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
     log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
              len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, trainer.device)
     try:
-        return run_active_learning(data, build_model, trainer, strategy, RunLog(run_dir, sink), seed=cfg.seed,
-                                   **cfg.al)
+        run_log = RunLog(run_dir, sink, records=resume["records"] if resume else [])
+        return run_active_learning(data, build_model, trainer, strategy, run_log, seed=cfg.seed, **cfg.al,
+                                   resume=resume, fingerprint=fingerprint(config))
     except BaseException:
         sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
         raise
@@ -56,11 +70,19 @@ def main(cfg: DictConfig) -> float:
     name = f"{choices.query}-{choices.pitfall}-{choices.fusion}-s{cfg.seed}"
     sweep = Path(hydra_cfg.sweep.dir)
     group = f"{sweep.parent.name}_{sweep.name}" if hydra_cfg.mode == RunMode.MULTIRUN else None
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), name, group)
+        summary = run(cfg, run_dir, name, group)
     except ConfigError as err:
         log.error("config error: %s", err)
         sys.exit(2)
+    except Exception:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        # One failing job must not stop the sweep: record the error where the report finds it, go on.
+        log.exception("job %s failed", run_dir)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        return float("nan")
     return summary["aubc/acc"]  # the value a Hydra sweeper optimises
 
 

@@ -99,7 +99,7 @@ def test_lists_become_one_scalar_per_class_and_per_modality_metrics_become_line_
     sink.start(tmp_path, {"seed": 3}, "direct", None)
     for record in records:
         sink.log(record)
-    sink.finish({"final/acc": 0.7})
+    sink.finish({"final/acc": 0.7}, records)
     wb = read_wandb_run(tmp_path)
 
     assert [row["acc"] for row in wb["history"]] == [0.5, 0.7]

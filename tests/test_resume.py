@@ -1,0 +1,71 @@
+"""Resume: a run killed with SIGKILL mid-cycle continues from its last complete cycle to the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from mmal.log import read_jsonl
+
+ARGS = ["al.cycles=8", "trainer.epochs=150", "trainer.device=cpu", "logger=wandb", "logger.mode=offline"]
+
+
+def _command(run_dir, args=ARGS):
+    return [sys.executable, "-m", "mmal.train", *args, f"hydra.run.dir={run_dir}"]
+
+
+def _without_times(records):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def _summary(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if "time/" not in k}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_command(straight), cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+    proc = subprocess.Popen(_command(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(read_jsonl(metrics)) >= 3):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # somewhere inside cycle 3 or 4: training, evaluation or selection
+    proc.wait()
+    done_before = len(read_jsonl(metrics))
+    assert 3 <= done_before < 9 and not (killed / "summary.json").exists()
+
+    result = subprocess.run(_command(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "resuming after cycle" in result.stderr + result.stdout
+    assert _without_times(read_jsonl(metrics)) == _without_times(read_jsonl(straight / "metrics.jsonl"))
+    assert _summary(killed) == _summary(straight)
+
+    # The W&B run resumes too: both parts logged into one run id.
+    ids = {p.name.rsplit("-", 1)[1] for p in (killed / "wandb").glob("offline-run-*")}
+    assert len(list((killed / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
+
+    # Launching a finished run again does nothing.
+    before = metrics.read_text()
+    again = subprocess.run(_command(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already finished" in again.stderr + again.stdout
+    assert metrics.read_text() == before
+
+
+@pytest.mark.slow
+def test_a_run_directory_refuses_another_config(tmp_path):
+    subprocess.run(_command(tmp_path, ["al.cycles=1", "logger=none"]), cwd=ROOT, check=True, capture_output=True)
+    result = subprocess.run(_command(tmp_path, ["al.cycles=2", "logger=none"]), cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    assert "holds a run of a different config" in result.stderr + result.stdout
