@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
+
 from mmal.log import read_jsonl
 
 ARGS = ["al.cycles=8", "trainer.epochs=150", "trainer.device=cpu", "logger=wandb", "logger.mode=offline"]
