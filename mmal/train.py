@@ -76,12 +76,13 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         log.error("config error: %s", err)
         sys.exit(2)
-    except Exception:
+    except Exception as err:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
         # One failing job must not stop the sweep: record the error where the report finds it, go on.
         log.exception("job %s failed", run_dir)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
+        (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}\n\n{traceback.format_exc()}")
         return float("nan")
     return summary["aubc/acc"]  # the value a Hydra sweeper optimises
 

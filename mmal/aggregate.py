@@ -1,0 +1,269 @@
+"""The report of a sweep: read every job's results from disk (no network) and write tables, curves with
+95 % bands over seeds, and a pairwise comparison of strategies (paired t-tests across seeds per setting,
+win/tie/loss counts and the penalty matrix of Ash et al. 2020 as used by Lüth et al. 2023).
+
+    python scripts/aggregate.py <sweep dir> [--out <dir>] [--alpha 0.05]     (also: mmal-aggregate)
+
+A *setting* is everything a job's overrides set except the strategy and the seed (e.g. pitfall=synergy,
+fusion=late); strategies are compared within a setting, paired by seed. Jobs that are missing, crashed
+or unfinished are listed in the report, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from mmal.log import read_jsonl  # noqa: E402
+
+# Summary keys in the tables, and whether higher is better.
+METRICS = {"aubc/acc": True, "aubc/gap_probe": False, "aubc/gap_shapley": False, "final/acc": True}
+COMPARED = {"aubc/acc": True, "aubc/gap_probe": False}  # the pairwise comparison
+
+
+@dataclass
+class Job:
+    """One job of the sweep: its directory, overrides, and results if it finished."""
+
+    path: Path | None
+    overrides: list[str]
+    summary: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    problem: str = ""
+    setting: str = "default"  # set by load_jobs
+
+    @property
+    def strategy(self) -> str:
+        return _value(self.overrides, "query", "default")
+
+    @property
+    def seed(self) -> str:
+        return _value(self.overrides, "seed", "0")
+
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _value(overrides: list[str], key: str, default: str) -> str:
+    return next((o.split("=", 1)[1] for o in overrides if _key(o) == key), default)
+
+
+def expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
+    """Every job's overrides as Hydra's basic sweeper expands them from ``multirun.yaml`` (sweeper params,
+    then the command line), or None when the sweep directory has no such file."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.exists():
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = yaml.safe_load(path.read_text())["hydra"]
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg["overrides"]["task"])
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def load_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job directory under ``sweep_dir`` (one with ``.hydra/overrides.yaml``), plus an entry for each
+    expected job that has no directory."""
+    jobs = []
+    for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
+        path = overrides_file.parent.parent
+        job = Job(path, [str(o) for o in yaml.safe_load(overrides_file.read_text()) or []])
+        if (path / "metrics.jsonl").exists():
+            job.records = read_jsonl(path / "metrics.jsonl")
+        if (path / "summary.json").exists():
+            job.summary = json.loads((path / "summary.json").read_text())
+        elif (path / "error.txt").exists():
+            job.problem = "crashed: " + (path / "error.txt").read_text().strip().splitlines()[0]
+        else:
+            job.problem = f"unfinished: {len(job.records)} cycles logged"
+        jobs.append(job)
+    expected = expected_overrides(sweep_dir)
+    if expected is not None:
+        found = {tuple(sorted(j.overrides)) for j in jobs}
+        jobs += [Job(None, o, problem="missing: no job directory") for o in expected if tuple(sorted(o)) not in found]
+    # A setting is what a job's overrides set beyond strategy and seed, leaving out what every job shares.
+    shared = set.intersection(*(set(j.overrides) for j in jobs)) if jobs else set()
+    for job in jobs:
+        rest = [o for o in job.overrides if _key(o) not in ("query", "seed", "experiment") and o not in shared]
+        job.setting = ",".join(sorted(rest)) or "default"
+    return jobs
+
+
+def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and half-width of the 95 % t-interval along ``axis`` (0 half-width for a single value)."""
+    n = values.shape[axis]
+    mean = values.mean(axis)
+    if n < 2:
+        return mean, np.zeros_like(mean)
+    return mean, stats.t.ppf(0.975, n - 1) * values.std(axis, ddof=1) / math.sqrt(n)
+
+
+def summary_rows(jobs: list[Job]) -> list[dict[str, Any]]:
+    """One row per (setting, strategy): mean and std over seeds of each of ``METRICS``."""
+    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.summary is not None:
+            groups[(job.setting, job.strategy)].append(job)
+    rows = []
+    for (setting, strategy), members in sorted(groups.items()):
+        row: dict[str, Any] = {"setting": setting, "strategy": strategy, "seeds": len(members)}
+        for key in METRICS:
+            values = np.array([j.summary.get(key, np.nan) for j in members], dtype=float)
+            row[f"{key} mean"] = float(np.mean(values))
+            row[f"{key} std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def pairwise(jobs: list[Job], key: str, higher_is_better: bool, alpha: float) -> dict[tuple[str, str], list[int]]:
+    """(i, j) -> [wins, ties, losses] of strategy i against j over settings: a paired t-test across the
+    seeds both ran; a win is a significant difference (p < alpha) in i's favour."""
+    by_setting: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for job in jobs:
+        if job.summary is not None:
+            by_setting[job.setting][job.strategy][job.seed] = job.summary[key]
+    result: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for strategies in by_setting.values():
+        for a in strategies:
+            for b in strategies:
+                if a == b:
+                    continue
+                seeds = sorted(set(strategies[a]) & set(strategies[b]))
+                if len(seeds) < 2:
+                    continue
+                x = np.array([strategies[a][s] for s in seeds])
+                y = np.array([strategies[b][s] for s in seeds])
+                diff = (x - y) if higher_is_better else (y - x)
+                p = 1.0 if np.allclose(diff, 0) else stats.ttest_rel(x, y).pvalue
+                outcome = 1 if p >= alpha or np.isnan(p) else (0 if diff.mean() > 0 else 2)
+                result[(a, b)][outcome] += 1
+    return result
+
+
+def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05) -> Path:
+    """Write ``results.csv``, ``report.md``, ``curves_*.png`` and ``penalty_*.png`` into ``out``; returns the
+    Markdown report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = load_jobs(sweep_dir)
+    rows = summary_rows(jobs)
+    columns = ["setting", "strategy", "seeds"] + [f"{k} {s}" for k in METRICS for s in ("mean", "std")]
+    lines = [",".join(columns)] + [",".join(_csv(r[c]) for c in columns) for r in rows]
+    (out / "results.csv").write_text("\n".join(lines) + "\n")
+
+    md = [f"# Report of `{sweep_dir}`", "", f"{sum(j.summary is not None for j in jobs)} finished jobs, "
+          f"{sum(j.summary is None for j in jobs)} missing, crashed or unfinished.", ""]
+    md += ["## AUBC and final accuracy (mean ± std over seeds)", "",
+           "| setting | strategy | seeds | " + " | ".join(METRICS) + " |",
+           "|---|---|---|" + "---|" * len(METRICS)]
+    for r in rows:
+        cells = " | ".join(f"{r[f'{k} mean']:.4f} ± {r[f'{k} std']:.4f}" for k in METRICS)
+        md.append(f"| {r['setting']} | {r['strategy']} | {r['seeds']} | {cells} |")
+    for key, higher in COMPARED.items():
+        md += _pairwise_section(jobs, key, higher, alpha, out)
+    md += ["", "## Curves", ""]
+    for setting in sorted({j.setting for j in jobs if j.summary is not None}):
+        name = _plot_curves([j for j in jobs if j.setting == setting and j.summary is not None], setting, out)
+        md.append(f"- {setting}: ![{setting}]({name})")
+    problems = [j for j in jobs if j.summary is None]
+    md += ["", "## Missing, crashed or unfinished jobs", ""]
+    md += [f"- `{' '.join(j.overrides)}` ({j.path or 'no directory'}): {j.problem}" for j in problems] or ["None."]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return out / "report.md"
+
+
+def _csv(value: Any) -> str:
+    text = f"{value:.6f}" if isinstance(value, float) else str(value)
+    return f'"{text}"' if "," in text else text
+
+
+def _pairwise_section(jobs: list[Job], key: str, higher: bool, alpha: float, out: Path) -> list[str]:
+    counts = pairwise(jobs, key, higher, alpha)
+    strategies = sorted({j.strategy for j in jobs if j.summary is not None})
+    settings = len({j.setting for j in jobs if j.summary is not None})
+    better = "higher" if higher else "lower"
+    md = ["", f"## Pairwise comparison on `{key}` ({better} is better)", "",
+          f"Paired t-test across seeds per setting, p < {alpha}. Cell (row, column) = wins / ties / losses of the "
+          f"row strategy against the column strategy over {settings} setting(s).", "",
+          "| | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+    penalty = np.zeros((len(strategies), len(strategies)))
+    for i, a in enumerate(strategies):
+        cells = []
+        for j, b in enumerate(strategies):
+            w, t, loss = counts.get((a, b), [0, 0, 0])
+            cells.append("—" if a == b else f"{w} / {t} / {loss}")
+            penalty[i, j] = loss / settings if settings else 0.0
+        md.append(f"| **{a}** | " + " | ".join(cells) + " |")
+    name = f"penalty_{key.replace('/', '_')}.png"
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(strategies), 0.8 + 0.6 * len(strategies)))
+    im = ax.imshow(penalty, cmap="Reds", vmin=0, vmax=1)
+    ax.set(xticks=range(len(strategies)), yticks=range(len(strategies)), xlabel="beaten by (column)",
+           ylabel="strategy (row)", title=f"Penalty matrix, {key}:\nshare of settings where the row loses")
+    ax.set_xticklabels(strategies, rotation=45, ha="right")
+    ax.set_yticklabels(strategies)
+    for (i, j), v in np.ndenumerate(penalty):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    md += ["", f"Penalty matrix (share of settings in which the row strategy significantly loses): ![]({name})"]
+    return md
+
+
+def _plot_curves(jobs: list[Job], setting: str, out: Path) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, ylabel in [(axes[0], "acc", "test accuracy"), (axes[1], "gap/probe", "modality gap (probe accuracy)")]:
+        by_strategy: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_strategy[job.strategy].append(job)
+        for strategy, members in sorted(by_strategy.items()):
+            length = min(len(j.records) for j in members)
+            x = [r["n_labeled"] for r in members[0].records[:length]]
+            values = np.array([[r[key] for r in j.records[:length]] for j in members])
+            mean, half = mean_ci(values)
+            ax.plot(x, mean, marker=".", label=f"{strategy} (n={len(members)})")
+            ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+        ax.set(xlabel="labeled samples", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{setting}: mean over seeds with 95 % confidence band")
+    fig.tight_layout()
+    name = "curves_" + "".join(c if c.isalnum() or c in "-_=" else "_" for c in setting)[:120] + ".png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Aggregate an mmal sweep into tables, curves and comparisons.")
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (holds multirun.yaml and job dirs)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <sweep>/report)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"sweep_dir={str(args.sweep_dir)!r}: not a directory")
+    report = write_report(args.sweep_dir, args.out or args.sweep_dir / "report", args.alpha)
+    print(report.read_text())
+    print(f"written: {report.parent}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The sweep report: tables, paired comparisons, and jobs that are missing or crashed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from mmal.aggregate import expected_overrides, load_jobs, pairwise, write_report
+
+
+def _job(sweep, num, overrides, summary=None, records=None, error=None):
+    path = sweep / f"{num}_{','.join(overrides)}"
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if records is not None:
+        (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    if error is not None:
+        (path / "error.txt").write_text(error)
+    return path
+
+
+def _records(acc):
+    return [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": acc - 0.1 * (2 - c), "gap/probe": 0.1} for c in range(3)]
+
+
+def _summary(acc, gap):
+    return {"aubc/acc": acc, "aubc/gap_probe": gap, "aubc/gap_shapley": gap, "final/acc": acc + 0.05}
+
+
+def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
+    num = 0
+    for pitfall in ("none", "synergy"):
+        for seed in range(5):
+            noise = [0.003, -0.002, 0.001, -0.004, 0.002][seed]
+            for query, acc in [("good", 0.80 + noise), ("bad", 0.70 + noise), ("same", 0.80 - noise)]:
+                overrides = [f"pitfall={pitfall}", f"query={query}", f"seed={seed}", "trainer.epochs=3"]
+                _job(tmp_path, num, overrides, _summary(acc, 0.1), _records(acc))
+                num += 1
+    jobs = load_jobs(tmp_path)
+    assert {j.setting for j in jobs} == {"pitfall=none", "pitfall=synergy"}  # shared overrides left out
+    counts = pairwise(jobs, "aubc/acc", True, 0.05)
+    assert counts[("good", "bad")] == [2, 0, 0] and counts[("bad", "good")] == [0, 0, 2]
+    assert counts[("good", "same")] == [0, 2, 0]  # differences of +-0.005 around zero: not significant
+    gap = pairwise(jobs, "aubc/gap_probe", False, 0.05)
+    assert gap[("good", "bad")] == [0, 2, 0]  # identical gaps: a tie
+
+    report = write_report(tmp_path, tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
+    good = next(r for r in rows if r["strategy"] == "good")
+    assert good["setting"] == "pitfall=none" and good["seeds"] == "5"
+    assert float(good["aubc/acc mean"]) == pytest.approx(0.80, abs=1e-6)
+    assert float(good["aubc/acc std"]) == pytest.approx(0.002915, abs=1e-5)
+    text = report.read_text()
+    assert "| **good** | 2 / 0 / 0 | — | 0 / 2 / 0 |" in text  # columns: bad, good, same
+    assert (tmp_path / "report" / "curves_pitfall=none.png").exists()
+    assert (tmp_path / "report" / "penalty_aubc_acc.png").exists()
+
+
+def test_missing_and_crashed_jobs_are_listed(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "overrides": {"task": ["query=random,entropy", "seed=0,1"]}, "sweeper": {"params": None}}}))
+    assert expected_overrides(tmp_path) == [["query=random", "seed=0"], ["query=random", "seed=1"],
+                                            ["query=entropy", "seed=0"], ["query=entropy", "seed=1"]]
+    _job(tmp_path, 0, ["query=random", "seed=0"], _summary(0.8, 0.1), _records(0.8))
+    _job(tmp_path, 1, ["query=random", "seed=1"], records=_records(0.8)[:1])
+    _job(tmp_path, 2, ["query=entropy", "seed=0"], error="RuntimeError: out of memory\n\nTraceback ...")
+    text = write_report(tmp_path, tmp_path / "report").read_text()
+    assert "1 finished jobs, 3 missing, crashed or unfinished." in text
+    assert "`query=random seed=1` " in text and "unfinished: 1 cycles logged" in text
+    assert "crashed: RuntimeError: out of memory" in text
+    assert "`query=entropy seed=1` (no directory): missing: no job directory" in text
+
+
+@pytest.mark.slow
+def test_smoke_grid_with_joblib_and_the_aggregate_command(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "mmal.train", "-m", "+experiment=smoke", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=2", "trainer.device=cpu", f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "scripts/aggregate.py", str(sweep), "--out", str(tmp_path / "report")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "8 finished jobs, 0 missing, crashed or unfinished." in result.stdout
+    rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
+    assert {(r["setting"], r["strategy"], r["seeds"]) for r in rows} == {
+        (f"pitfall={p}", q, "2") for p in ("none", "synergy") for q in ("random", "entropy")}  # device: shared
+    # Each job's directory is named by its overrides.
+    first = sorted(p.name for p in sweep.iterdir() if p.is_dir())[0]
+    assert first == "0_pitfall=none,query=random,seed=0,trainer.device=cpu"
