@@ -49,19 +49,6 @@ def _equal_dims(dims: list[int], name: str) -> int:
     return dims[0]
 
 
-class EarlyFusion(_HeadFusion):
-    """Concatenate the masked raw inputs and the mask, then one MLP (the per-modality encoders are skipped)."""
-
-    raw_inputs = True
-
-    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 2,
-                 dropout: float = 0.1):
-        super().__init__(sum(dims) + len(dims), num_classes, head_hidden, head_hidden_layers, dropout)
-
-    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=1))
-
-
 class IntermediateFusion(_HeadFusion):
     """Concatenate the per-modality embeddings and the mask, then an MLP head."""
 
@@ -71,6 +58,16 @@ class IntermediateFusion(_HeadFusion):
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=1))
+
+
+class EarlyFusion(IntermediateFusion):
+    """Concatenate the masked raw inputs and the mask, then one MLP (the per-modality encoders are skipped)."""
+
+    raw_inputs = True
+
+    def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 2,
+                 dropout: float = 0.1):
+        super().__init__(dims, num_classes, head_hidden, head_hidden_layers, dropout)
 
 
 class MeanFusion(_HeadFusion):
