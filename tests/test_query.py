@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmal.query import Entropy, LeastConfidence, Margin, top_k
+from mmal.query import Entropy, LeastConfidence, Margin, QueryContext, top_k
 from mmal.training import Predictions
 
 PROBS = torch.tensor([
@@ -19,7 +19,10 @@ PROBS = torch.tensor([
 
 
 def _pred(probs):
-    return Predictions(probs=probs, fused=probs, embeddings=[probs], aux_probs=None)
+    """A context whose model predicted ``probs`` on a pool of len(probs) samples, none labeled."""
+    pred = Predictions(probs=probs, fused=probs, embeddings=[probs], aux_probs=None)
+    return QueryContext(model=None, trainer=None, pool=None, labeled=torch.zeros(len(probs), dtype=torch.bool),
+                        generator=torch.Generator().manual_seed(0), _cache={None: pred})
 
 
 def test_entropy_scores_are_the_entropy():
@@ -27,6 +30,12 @@ def test_entropy_scores_are_the_entropy():
                 -(0.5 * math.log(0.5) + 0.45 * math.log(0.45) + 0.05 * math.log(0.05)),
                 -(0.6 * math.log(0.6) + 0.2 * math.log(0.2) + 2 * 0.1 * math.log(0.1))]
     assert Entropy().score(_pred(PROBS)).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_scoring_strategies_label_the_best_scores():
+    assert sorted(Entropy().select(_pred(PROBS), 2).tolist()) == [0, 2]
+    assert sorted(Margin().select(_pred(PROBS), 2).tolist()) == [0, 2]
+    assert sorted(LeastConfidence().select(_pred(PROBS), 2).tolist()) == [0, 2]
 
 
 def test_margin_and_least_confidence_scores():
