@@ -10,7 +10,10 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from mmal.data.features import RESERVED as FEATURE_KEYS
+from mmal.data.mfeat import VIEWS as MFEAT_VIEWS
 from mmal.data.pitfall import INTERACTIONS, MISSING_MECHANISMS, SPLITS
+from mmal.data.real import SYNTHETIC_ONLY, SYNTHETIC_ONLY_PITFALLS
 from mmal.query import BALD, QueryStrategy, has_modality_predictions
 from mmal.training import PRECISIONS
 
@@ -55,7 +58,12 @@ def validate(cfg: DictConfig) -> None:
         _number(cfg, "query.overshoot", 0)
 
     dataset = cfg.dataset
-    num_modalities = len(dataset.modalities) if "modalities" in dataset else None
+    modalities = OmegaConf.select(cfg, "dataset.modalities")  # a mapping (synthetic), a list of names, or null
+    num_modalities = len(modalities) if isinstance(modalities, (DictConfig, ListConfig)) else None
+    loader = str(OmegaConf.select(cfg, "dataset._target_")).rsplit(".", 1)[-1]
+    if loader in REAL_DATASETS:
+        REAL_DATASETS[loader](cfg)
+        _validate_real_pitfall(cfg)
     if "num_samples" in dataset:  # the synthetic generator's sizes
         for key in ("num_samples", "num_val", "num_test"):
             _integer(cfg, f"dataset.{key}", 1)
@@ -116,6 +124,7 @@ def _validate_pitfall(cfg: DictConfig, num_modalities: int | None) -> None:
     _per_modality(cfg, "pitfall.noise", num_modalities, 0, strict=True)
     _per_modality(cfg, "pitfall.separation", num_modalities, 0)
     _per_modality(cfg, "pitfall.depth", num_modalities, 0, integer=True)
+    _per_modality(cfg, "pitfall.feature_noise", num_modalities, 0)
     _per_modality(cfg, "pitfall.missing_rate", num_modalities, 0, below=1)
     _choice(cfg, "pitfall.missing_mechanism", list(MISSING_MECHANISMS))
     _number(cfg, "pitfall.missing_strength", 0, maximum=1)
@@ -124,6 +133,60 @@ def _validate_pitfall(cfg: DictConfig, num_modalities: int | None) -> None:
         raise ConfigError("pitfall.missing_splits", splits, f"a list with items from {list(SPLITS)}")
     if p.unique_probs is not None:
         _numbers(cfg, "pitfall.unique_probs", num_modalities, 0, positive_sum=True)
+
+
+def _validate_mfeat(cfg: DictConfig) -> None:
+    names = cfg.dataset.modalities
+    if (not isinstance(names, ListConfig) or not names or any(m not in MFEAT_VIEWS for m in names)
+            or len(set(names)) != len(names)):
+        raise ConfigError("dataset.modalities", names, f"a non-empty list of distinct views from {list(MFEAT_VIEWS)}")
+    _fractions(cfg)
+    _optional_string(cfg, "dataset.data_dir")
+
+
+def _validate_features(cfg: DictConfig) -> None:
+    root = cfg.dataset.root
+    if not isinstance(root, str) or not root:
+        raise ConfigError("dataset.root", root, "a directory holding the feature files (docs/datasets.md)")
+    names = cfg.dataset.modalities
+    if names is not None and (not isinstance(names, ListConfig) or not names or len(set(names)) != len(names)
+                              or any(not isinstance(m, str) or m in FEATURE_KEYS for m in names)):
+        raise ConfigError("dataset.modalities", names,
+                          f"null (every array in the files) or a non-empty list of distinct array names, "
+                          f"none of {list(FEATURE_KEYS)}")
+    if cfg.dataset.num_classes is not None:
+        _integer(cfg, "dataset.num_classes", 2)
+    _fractions(cfg)
+    _choice(cfg, "dataset.standardise", [True, False])
+
+
+def _fractions(cfg: DictConfig) -> None:
+    """``dataset.val_fraction`` and ``dataset.test_fraction`` in (0, 1), summing to less than 1."""
+    for key in ("dataset.val_fraction", "dataset.test_fraction"):
+        v = OmegaConf.select(cfg, key)
+        if not _is_number(v) or not 0 < v < 1:
+            raise ConfigError(key, v, "a number > 0 and < 1")
+    total = cfg.dataset.val_fraction + cfg.dataset.test_fraction
+    if total >= 1:
+        raise ConfigError("dataset.test_fraction", cfg.dataset.test_fraction,
+                          f"val_fraction + test_fraction = {total:g} must be < 1 (the pool is the rest)")
+
+
+def _validate_real_pitfall(cfg: DictConfig) -> None:
+    """Real data has its own interaction structure: the synthetic-only ones are refused."""
+    weights = cfg.pitfall.interaction
+    if isinstance(weights, DictConfig) and any(_is_number(weights.get(k)) and weights.get(k) > 0
+                                               for k in SYNTHETIC_ONLY):
+        raise ConfigError("pitfall.interaction", weights, SYNTHETIC_ONLY_PITFALLS)
+
+
+def _optional_string(cfg: DictConfig, key: str) -> None:
+    v = OmegaConf.select(cfg, key)
+    if v is not None and (not isinstance(v, str) or not v):
+        raise ConfigError(key, v, "null or a path")
+
+
+REAL_DATASETS = {"make_mfeat": _validate_mfeat, "load_features": _validate_features}
 
 
 def _is_int(v: Any) -> bool:

