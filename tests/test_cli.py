@@ -107,7 +107,7 @@ def test_default_run_learns_and_ends_well_above_chance(tmp_path):
     assert "cycle 10/10" in result.stderr + result.stdout  # progress on the console
     assert (tmp_path / "summary.json").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
     assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1  # W&B is on, offline, by default
-    assert "W&B" not in result.stderr  # and it did not fail
+    assert "W&B init failed" not in result.stderr and "W&B log failed" not in result.stderr  # and it worked
 
 
 @pytest.mark.slow
@@ -116,7 +116,8 @@ def test_multirun_sweep_runs_every_job(tmp_path):
     result = _train(["-m", "query=random,entropy", "seed=0,1", *overrides, f"hydra.sweep.dir={tmp_path}"], ROOT)
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert {p.name.split("_", 1)[1].split(",")[:2][0] for p in jobs} == {"query=random", "query=entropy"}
+    named = [set(p.name.split("_", 1)[1].split(",")) for p in jobs]  # job directories are named by overrides
+    assert sorted(len(n & {"query=random", "query=entropy"}) for n in named) == [1, 1, 1, 1]
     assert len(jobs) == 4
     first = {}
     for job in jobs:

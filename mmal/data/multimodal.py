@@ -52,7 +52,9 @@ class MultimodalData:
 
     def with_mask(self, mask: Tensor) -> MultimodalData:
         """The same samples with another presence mask; newly absent rows are zeroed."""
-        x = {m: v * mask[:, i, None].to(v.dtype) for i, (m, v) in enumerate(self.x.items())}
+        # where, not a product: a NaN in a newly missing row must become zero too
+        zero = torch.zeros(())
+        x = {m: torch.where(mask[:, i, None], v, zero.to(v)) for i, (m, v) in enumerate(self.x.items())}
         return replace(self, x=x, mask=mask)
 
 
