@@ -41,6 +41,8 @@ def validate(cfg: DictConfig) -> None:
     _integer(cfg, "trainer.epochs", 1)
     _integer(cfg, "trainer.batch_size", 1)
     _integer(cfg, "trainer.eval_batch_size", 1)
+    if cfg.trainer.num_threads is not None:
+        _integer(cfg, "trainer.num_threads", 1)
     _number(cfg, "trainer.lr", 0, strict=True)
     _number(cfg, "trainer.weight_decay", 0)
     _number(cfg, "trainer.aux_weight", 0)

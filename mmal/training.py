@@ -44,10 +44,14 @@ class Trainer:
         device: ``auto`` | ``cpu`` | ``cuda``.
         precision: ``32``, or mixed precision ``bf16`` / ``16`` (autocast; ``16`` with a grad scaler).
         eval_batch_size: batch size of inference.
+        num_threads: CPU threads of PyTorch for this process (``torch.set_num_threads``); None keeps
+            PyTorch's default. Small models train fastest on 1 thread, and several jobs sharing the cores
+            (a joblib sweep) slow down many-fold when each one spins a thread per core.
     """
 
     def __init__(self, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 aux_weight: float = 1.0, device: str = "auto", precision: str = "32", eval_batch_size: int = 8192):
+                 aux_weight: float = 1.0, device: str = "auto", precision: str = "32", eval_batch_size: int = 8192,
+                 num_threads: int | None = None):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -56,6 +60,8 @@ class Trainer:
         self.device = resolve_device(device)
         self.precision = str(precision)
         self.eval_batch_size = eval_batch_size
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
