@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CONF, ROOT, TINY, compose_config
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mmal.data import MultimodalDataset, Pitfall
@@ -153,3 +154,17 @@ def test_each_pitfall_config_makes_the_data_it_describes(pitfall):
     assert (gt["bayes_acc/a"], gt["bayes_acc/b"]) == pytest.approx(PITFALL_BAYES[pitfall], abs=0.02)
     missing_b = 1 - data.pool.mask[:, 1].float().mean().item()
     assert missing_b == pytest.approx(0.5 if pitfall == "missing_modality" else 0.0, abs=0.03)
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_grid_composes_and_validates(experiment):
+    from mmal.config import validate
+
+    cfg = compose_config([f"+experiment={experiment}"])
+    validate(cfg)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hydra_cfg = compose("config", [f"+experiment={experiment}"], return_hydra_config=True).hydra
+    params = hydra_cfg.sweeper.params
+    assert {"query", "seed"} <= set(params)
+    for query in params.query.split(","):  # every strategy of the grid exists and fits its model
+        assert (CONF / "query" / f"{query}.yaml").exists()
