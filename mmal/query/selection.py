@@ -1,62 +1,91 @@
 """Batch-selection kernels: k-center greedy (coreset) and k-means++ seeding (BADGE), in plain torch.
 
-Both are one greedy loop over a running vector ``min_dist`` (N,): the squared distance of every point to
-its nearest chosen centre. Each selected point costs one pass over the pool (O(N·D)) to update it, so no
-N x N matrix is ever built, and the kernels run on whatever device their inputs are on. The loops are
-written once against a *squared-distance function* (``euclidean_sq_dist`` for plain points,
-``outer_product_sq_dist`` for BADGE's implicit gradient embeddings), which keeps the points transposed,
-(D, N) contiguous: on CPU a centre-times-pool product in that layout runs near memory bandwidth, while
-``torch.mv`` on the row-major (N, D) matrix reaches a fraction of it.
+Both are greedy loops over a running vector (N,): the squared distance of every point to its nearest
+chosen centre. k-means++ updates it with one pass over the pool (O(N·D)) per selected point; k-center
+updates only the blocks of the pool that could hold its next pick (see ``_farthest_first``). No N x N
+matrix is ever built, and the kernels run on whatever device their inputs are on.
 
-Distances use ||x - y||² = |x|² + |y|² - 2 x·y in the input dtype, clamped at 0. A ``SqDist`` maps centre
-positions ``idx`` (m,) and an optional column slice of the pool to the (m, n_cols) squared distances.
+The loops are written against a *squared-distance function*, ``SqDist``: ``euclidean_sq_dist`` for plain
+points, ``outer_product_sq_dist`` for BADGE's implicit gradient embeddings. It stores the points in
+blocks, (n_blocks, D, _BLOCK) contiguous and zero-padded to whole blocks, because on CPU one batched
+centre-times-blocks product over that layout runs near memory bandwidth: for 200k x 128 float32 on the
+development machine (2 AMD cores, MKL) ~3.0 ms, against ~4.3 ms for ``centre @ pointsT`` on a (D, N)
+layout and ~13 ms for ``torch.mv`` on the row-major (N, D) matrix. Distances use
+||x - y||² = |x|² + |y|² - 2 x·y in the input dtype, clamped at 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import reduce
 
 import torch
 from torch import Tensor
 
-SqDist = Callable[..., Tensor]  # (idx: LongTensor (m,), cols: slice = all) -> (m, n_cols)
+# (idx: LongTensor (m,), blocks: slice = all) -> (m, n_selected_blocks * _BLOCK): squared distances of the
+# points idx to every point of the selected blocks; columns past N are padding
+SqDist = Callable[..., Tensor]
 
-# Elements of one (centres x pool-block) distance tile when starting from many labeled centres: big
-# enough for an efficient matmul, small enough to stay in cache (a full (L, N) tile is 2-4x slower).
+# Points per block: of the layout (2048-4096 read fastest) and of k-center's lazy updates.
+_BLOCK = 2048
+# Most elements of one (centres x points) distance tile: big enough for an efficient matrix product,
+# small enough to stay in cache (a full (n_labeled, N) matrix is 2-4x slower, and large).
 _TILE = 2**22
 
 
 def euclidean_sq_dist(points: Tensor) -> SqDist:
     """Squared Euclidean distances between rows of ``points`` (N, D), as a ``SqDist``.
 
-    Holds one transposed copy of ``points`` (free when ``points`` is itself a transposed view of a
-    contiguous (D, N) tensor) and the (N,) squared norms.
+    Holds one blocked copy of ``points`` and the squared norms. ``sq_dist(idx)`` gives the (m, N_padded)
+    distances of the points ``idx`` (m,) to every point; columns N and beyond are padding.
     """
-    pt = points.t().contiguous()  # (D, N)
-    norms = (pt * pt).sum(0)  # (N,)
+    xb = _blocked(points)  # (n_blocks, D, _BLOCK)
+    norms = (xb * xb).sum(1)  # (n_blocks, _BLOCK)
 
-    def sq_dist(idx: Tensor, cols: slice = slice(None)) -> Tensor:
-        out = torch.addmm(norms[cols], pt[:, idx].t(), pt[:, cols], alpha=-2)  # (m, n_cols)
-        return out.add_(norms[idx, None]).clamp_min_(0)
+    def sq_dist(idx: Tensor, blocks: slice = slice(None)) -> Tensor:
+        return _from_dots(_rows(xb, idx).mul(-2) @ xb[blocks], norms, idx, blocks)
 
     return sq_dist
 
 
 def outer_product_sq_dist(a: Tensor, h: Tensor) -> SqDist:
-    """Squared distances between the implicit points g_i = a_i ⊗ h_i, without building them.
+    """Squared distances between the implicit points g_i = a_i ⊗ h_i, without building them, as a ``SqDist``.
 
     ``a`` (N, C) and ``h`` (N, D) give N points of dimension C·D (BADGE's gradient embeddings: a = softmax
     probabilities minus the one-hot predicted class, h = penultimate embedding). Uses
-    <g_i, g_j> = (a_i·a_j)(h_i·h_j), so one distance costs O(C + D) instead of O(C·D).
+    <g_i, g_j> = (a_i·a_j)(h_i·h_j), so one distance costs O(C + D) instead of O(C·D). Shapes as in
+    ``euclidean_sq_dist``.
     """
-    at, ht = a.t().contiguous(), h.t().contiguous()  # (C, N), (D, N)
-    norms = (at * at).sum(0) * (ht * ht).sum(0)  # (N,): |g_i|² = |a_i|² |h_i|²
+    ab, hb = _blocked(a), _blocked(h)  # (n_blocks, C, _BLOCK), (n_blocks, D, _BLOCK)
+    norms = (ab * ab).sum(1) * (hb * hb).sum(1)  # (n_blocks, _BLOCK): |g_i|² = |a_i|² |h_i|²
 
-    def sq_dist(idx: Tensor, cols: slice = slice(None)) -> Tensor:
-        cross = (at[:, idx].t() @ at[:, cols]).mul_(ht[:, idx].t() @ ht[:, cols])  # (m, n_cols): <g_j, g_i>
-        return torch.add(norms[cols], cross, alpha=-2).add_(norms[idx, None]).clamp_min_(0)
+    def sq_dist(idx: Tensor, blocks: slice = slice(None)) -> Tensor:
+        cross = (_rows(ab, idx).mul(-2) @ ab[blocks]).mul_(_rows(hb, idx) @ hb[blocks])  # -2 <g_j, g_i>
+        return _from_dots(cross, norms, idx, blocks)
 
     return sq_dist
+
+
+def _blocked(x: Tensor) -> Tensor:
+    """(N, D) -> (n_blocks, D, _BLOCK) contiguous, zero-padded to whole blocks."""
+    n, d = x.shape
+    full = n // _BLOCK
+    out = x.new_zeros(-(-n // _BLOCK), d, _BLOCK)
+    out[:full] = x[:full * _BLOCK].reshape(full, _BLOCK, d).transpose(1, 2)
+    out[full:, :, :n - full * _BLOCK] = x[full * _BLOCK:].t()
+    return out
+
+
+def _rows(xb: Tensor, idx: Tensor) -> Tensor:
+    """The points ``idx`` (m,) of a blocked layout, (m, D)."""
+    return xb[idx // _BLOCK, :, idx % _BLOCK]
+
+
+def _from_dots(dots: Tensor, norms: Tensor, idx: Tensor, blocks: slice) -> Tensor:
+    """(m, s * _BLOCK) |x_j|² + |x_i|² - 2 x_j·x_i clamped at 0, in place from the (s, m, _BLOCK) -2 x_j·x_i."""
+    # -2 is folded into the centres (exact), so that no second (m, s * _BLOCK) tensor is allocated
+    dots = dots.transpose(0, 1).reshape(len(idx), -1)  # (m, s * _BLOCK), a view when m or s is 1
+    return dots.add_(norms[blocks].flatten()).add_(norms.flatten()[idx, None]).clamp_min_(0)
 
 
 def kcenter_greedy(points: Tensor, labeled: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -65,8 +94,10 @@ def kcenter_greedy(points: Tensor, labeled: Tensor, k: int, generator: torch.Gen
     The labeled points are the initial centres; each step picks the not-yet-chosen unlabeled point
     farthest from its nearest centre and makes it a centre. If nothing is labeled, the first centre (and
     first pick) is drawn uniformly among all points with ``generator``. Ties go to the lowest index
-    (``argmax``). Costs one pass over the pool per pick, plus one (N x n_labeled) distance computation,
-    tiled, at the start.
+    (``argmax``). Starts with one tiled (N x n_labeled) distance computation; then each pick updates only
+    the blocks of the pool that could hold it, catching up on all the centres they missed in one matrix
+    product (exact, see ``_farthest_first``): on random data about one block of 2048 points per pick
+    instead of the whole pool.
 
     Args:
         points: (N, D) float tensor, the pool's embeddings.
@@ -131,32 +162,59 @@ def kmeanspp_factored(a: Tensor, h: Tensor, k: int, generator: torch.Generator, 
 
 
 def _farthest_first(sq_dist: SqDist, labeled: Tensor, k: int, generator: torch.Generator) -> Tensor:
-    """The k-center greedy loop; min_dist is -1 where a point may not be picked (below every distance)."""
-    picks = torch.empty(k, dtype=torch.long, device=labeled.device)
+    """The k-center greedy loop over lazily updated blocks of the pool."""
+    # ``bounds`` (n_blocks, _BLOCK) holds each point's squared distance to the nearest of the centres its
+    # block has seen (-inf: padding, or not pickable). Distances to the nearest centre only shrink as
+    # centres are added, so a stale value is an upper bound: a block whose ``top`` bound is below another
+    # block's exact maximum cannot hold the next pick, and is caught up later, in one matrix product for
+    # all the centres it missed. The picks are those of the eager loop (update every point every step), up
+    # to float rounding: a distance computed in a batch may differ from the eager one in its last bit.
+    n, device = len(labeled), labeled.device
+    picks = torch.empty(k, dtype=torch.long, device=device)
     if k == 0:
         return picks
-    centres = labeled.nonzero().squeeze(1)
+    centres = torch.empty(int(labeled.sum()) + k, dtype=torch.long, device=device)  # in the order added
+    count = int(labeled.sum())
+    centres[:count] = labeled.nonzero().squeeze(1)
     first = 0
-    if len(centres) == 0:  # nothing labeled: a uniform first centre, which is also the first pick
-        centres = torch.randint(len(labeled), (1,), generator=generator, device=generator.device)
-        centres = centres.to(labeled.device)
-        picks[0] = centres[0]
-        first = 1
-    min_dist = _min_sq_dist(sq_dist, centres, len(labeled))  # (N,)
-    min_dist[centres] = -1
+    if count == 0:  # nothing labeled: a uniform first centre, which is also the first pick
+        centres[0] = picks[0] = torch.randint(n, (1,), generator=generator, device=generator.device)[0]
+        count = first = 1
+    n_blocks = -(-n // _BLOCK)
+    bounds = _min_sq_dist(sq_dist, centres[:count], 0, n_blocks)  # (n_blocks * _BLOCK,)
+    bounds[n:] = -torch.inf
+    bounds[centres[:count]] = -torch.inf
+    bounds = bounds.view(n_blocks, _BLOCK)
+    top = bounds.amax(1)  # (n_blocks,)
+    seen = [count] * n_blocks  # how many centres each block has seen
     for t in range(first, k):
-        j = min_dist.argmax(keepdim=True)  # (1,), stays on the device: no sync per step on a GPU
-        picks[t] = j[0]
-        if t + 1 < k:
-            torch.minimum(min_dist, sq_dist(j)[0], out=min_dist)
-        min_dist[j] = -1
+        while True:  # usually two rounds: catch up the top block, then find it still on top
+            b = int(top.argmax())  # first block on ties, so the pick is the first index on ties
+            if seen[b] == count:
+                break
+            fresh = [c for c in range(n_blocks) if seen[c] == count]
+            best = top[fresh].max() if fresh else top[b]
+            for c in (top >= best).nonzero().squeeze(1).tolist():  # the blocks that could hold the pick
+                if seen[c] < count:
+                    torch.minimum(bounds[c], _min_sq_dist(sq_dist, centres[seen[c]:count], c, c + 1), out=bounds[c])
+                    top[c], seen[c] = bounds[c].max(), count
+        j = bounds[b].argmax()
+        picks[t] = centres[count] = b * _BLOCK + j
+        count += 1
+        bounds[b, j] = -torch.inf
+        top[b] = bounds[b].max()
     return picks
 
 
-def _min_sq_dist(sq_dist: SqDist, centres: Tensor, n: int) -> Tensor:
-    """(N,) squared distance of every point to its nearest centre, in cache-sized pool blocks."""
-    cols = max(256, _TILE // len(centres))
-    return torch.cat([sq_dist(centres, slice(s, s + cols)).amin(0) for s in range(0, n, cols)])
+def _min_sq_dist(sq_dist: SqDist, centres: Tensor, b0: int, b1: int) -> Tensor:
+    """((b1 - b0) * _BLOCK,) squared distance of blocks b0..b1-1 to their nearest centre, in tiles of ~_TILE."""
+    per_tile = max(1, _TILE // _BLOCK)
+    m = min(len(centres), per_tile)  # centres per tile
+    step = max(1, per_tile // m)  # blocks per tile
+    return torch.cat([
+        reduce(torch.minimum, [sq_dist(centres[c:c + m], slice(s, min(s + step, b1))).amin(0)
+                               for c in range(0, len(centres), m)])
+        for s in range(b0, b1, step)])
 
 
 def _seed(make_sq_dist: Callable[..., SqDist], tensors: tuple[Tensor, ...], n: int, k: int,
@@ -171,43 +229,50 @@ def _seed(make_sq_dist: Callable[..., SqDist], tensors: tuple[Tensor, ...], n: i
         uniforms = torch.rand(k, generator=generator, dtype=torch.float64, device=generator.device)
     elif uniforms.shape != (k,) or not bool(((uniforms >= 0) & (uniforms < 1)).all()):
         raise ValueError(f"uniforms must be a ({k},) tensor of values in [0, 1), got shape {tuple(uniforms.shape)}")
+    open_ = torch.zeros(-(-n // _BLOCK) * _BLOCK, dtype=torch.bool, device=device)  # padding never drawn
+    open_[:n] = candidates.to(device)
     with torch.inference_mode():
-        picks = _d2_sampling(make_sq_dist(*tensors), candidates.to(device), uniforms.to(device, torch.float64))
+        picks = _d2_sampling(make_sq_dist(*tensors), open_, uniforms.to(device, torch.float64))
     return picks.clone()
 
 
 def _d2_sampling(sq_dist: SqDist, open_: Tensor, uniforms: Tensor) -> Tensor:
-    """The k-means++ loop: one D²-weighted draw per uniform among the points still ``open_`` (N,)."""
+    """The k-means++ loop: one D²-weighted draw per uniform among the points still ``open_`` (padded N,)."""
     k = len(uniforms)
     picks = torch.empty(k, dtype=torch.long, device=open_.device)
     open_ = open_.clone()
-    weights = open_.to(torch.float64)  # (N,): uniform first draw, then D² to the nearest centre, 0 if closed
-    for t in range(k):
+    weights = open_.to(torch.float64)  # uniform first draw, then D² to the nearest centre; 0 if not open
+    for t, u in enumerate(uniforms.tolist()):
         cum = weights.cumsum(0, dtype=torch.float64)
-        if cum[-1] <= 0:  # every remaining D² is 0: uniform among the remaining candidates
+        total = float(cum[-1])
+        if total <= 0:  # every remaining D² is 0: uniform among the remaining candidates
             cum = open_.cumsum(0, dtype=torch.float64)
+            total = float(cum[-1])
         # first i with cum_i > u·total: weight-0 points are never drawn, and u < 1 keeps it in range
-        j = torch.searchsorted(cum, uniforms[t:t + 1] * cum[-1], right=True)  # (1,)
-        picks[t] = j[0]
+        j = int(torch.searchsorted(cum, u * total, right=True))
+        picks[t] = j
         open_[j] = False
         if t + 1 < k:
-            d2 = sq_dist(j)[0]  # (N,)
+            d2 = sq_dist(picks[t:t + 1])[0]  # (padded N,)
             weights = d2.masked_fill_(~open_, 0) if t == 0 else torch.minimum(weights, d2, out=weights)
             weights[j] = 0
     return picks
 
 
 def _check_points(name: str, x: Tensor) -> int:
+    """N, after checking ``x`` is an (N, D) float tensor."""
     if x.ndim != 2 or not x.is_floating_point():
         raise ValueError(f"{name} must be a 2-D float tensor (N, D), got {x.dtype} of shape {tuple(x.shape)}")
     return x.shape[0]
 
 
 def _check_mask(name: str, mask: Tensor, n: int) -> None:
+    """Checks ``mask`` is an (n,) bool tensor."""
     if mask.dtype != torch.bool or mask.shape != (n,):
         raise ValueError(f"{name} must be a ({n},) bool tensor, got {mask.dtype} of shape {tuple(mask.shape)}")
 
 
 def _check_k(k: int, available: int, what: str) -> None:
+    """Checks 0 <= k <= available."""
     if not 0 <= k <= available:
         raise ValueError(f"k must be in [0, {available}] (the number of {what}), got {k}")

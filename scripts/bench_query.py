@@ -1,0 +1,164 @@
+"""Time the batch-selection kernels against plain numpy references, in the same run.
+
+    python scripts/bench_query.py [--sizes 10000 50000 200000] [--budgets 100 1000]
+
+Random pools of N embeddings (D = 128, float32) and 10-class probabilities. Per pool size and budget b:
+coreset (``kcenter_greedy``, 1% of the pool labeled), k-means++ seeding on the embeddings and BADGE
+(``kmeanspp_factored``), each next to a numpy reference that does, per pick, a BLAS product of the
+pool with the newest centre, the min-update and an argmax or a D²-weighted draw (cumsum +
+searchsorted). The BADGE reference materialises the N x 1280 gradient embedding (its time includes
+building it). Both sides get the same uniforms, so the picks can be compared. For k-center the picks are
+also compared in float64 (untimed): float32 distances carry ~1e-7 relative rounding, and in a pool of
+200k the farthest points are sometimes closer than that, so float32 picks may part at such a near-tie.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from functools import partial
+
+import numpy as np
+import torch
+
+from mmal.query.selection import kcenter_greedy, kmeanspp_factored, kmeanspp_seeding
+
+DIM, CLASSES, LABELED = 128, 10, 0.01
+
+
+def np_sq_dist(x: np.ndarray, norms: np.ndarray, j: int) -> np.ndarray:
+    """(N,) squared distances of every row of ``x`` to row j, via one BLAS matrix-vector product."""
+    return np.maximum(norms - 2 * (x @ x[j]) + norms[j], 0)
+
+
+def np_kcenter(x: np.ndarray, labeled: np.ndarray, k: int) -> list[int]:
+    """k-center greedy from the labeled rows (at least one)."""
+    norms = np.einsum("ij,ij->i", x, x)
+    centres = np.flatnonzero(labeled)
+    min_dist = np.empty(len(x), x.dtype)
+    for s in range(0, len(x), 2048):  # row blocks against all labeled centres
+        block = norms[s:s + 2048, None] - 2 * (x[s:s + 2048] @ x[centres].T) + norms[centres]
+        min_dist[s:s + 2048] = np.maximum(block, 0).min(1)
+    min_dist[centres] = -1
+    picks = []
+    for t in range(k):
+        j = int(min_dist.argmax())
+        picks.append(j)
+        if t + 1 < k:
+            np.minimum(min_dist, np_sq_dist(x, norms, j), out=min_dist)
+        min_dist[j] = -1
+    return picks
+
+
+def np_kmeanspp(x: np.ndarray, uniforms: np.ndarray) -> list[int]:
+    """k-means++ seeding, one draw per uniform: invert the float64 cumsum of D² at u·sum(D²)."""
+    norms = np.einsum("ij,ij->i", x, x)
+    open_ = np.ones(len(x), dtype=bool)
+    weights = np.ones(len(x))
+    picks = []
+    for t, u in enumerate(uniforms):
+        cum = np.cumsum(weights, dtype=np.float64)
+        if cum[-1] <= 0:
+            cum = np.cumsum(open_, dtype=np.float64)
+        j = int(np.searchsorted(cum, u * cum[-1], side="right"))
+        picks.append(j)
+        open_[j] = False
+        if t + 1 < len(uniforms):
+            d2 = np_sq_dist(x, norms, j)
+            weights = np.where(open_, d2, 0) if t == 0 else np.minimum(weights, d2)
+            weights[j] = 0
+    return picks
+
+
+def np_badge(a: np.ndarray, h: np.ndarray, uniforms: np.ndarray) -> list[int]:
+    """k-means++ on the materialised gradient embeddings a_i ⊗ h_i, (N, C·D)."""
+    return np_kmeanspp((a[:, :, None] * h[:, None, :]).reshape(len(a), -1), uniforms)
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, [int(i) for i in out]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[100, 1000])
+    args = parser.parse_args()
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} cores; D={DIM}, C={CLASSES}, {LABELED:.0%} labeled for coreset")
+
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for n in args.sizes:
+        h = torch.randn(n, DIM, generator=gen)  # (N, D)
+        probs = torch.softmax(3 * torch.randn(n, CLASSES, generator=gen), 1)  # (N, C)
+        a = probs - torch.nn.functional.one_hot(probs.argmax(1), CLASSES)  # BADGE's gradient factor
+        labeled = torch.zeros(n, dtype=torch.bool)
+        labeled[torch.randperm(n, generator=gen)[:max(1, int(LABELED * n))]] = True
+        fits = 2 * n * CLASSES * DIM * 4 < free  # the materialised BADGE embedding and its temporaries
+        _warm_up(h, a, labeled)
+        for b in args.budgets:
+            u = torch.rand(b, generator=gen, dtype=torch.float64)
+            for name, ours, reference in _cases(h, a, labeled, b, u, gen, fits):
+                t_ours, picks = timed(ours)
+                t_ref, ref_picks = timed(reference) if reference else (None, None)
+                same = None if ref_picks is None else _compare(picks, ref_picks, h, labeled, name.startswith("coreset"))
+                if name.startswith("coreset"):  # the same check in float64, where near-ties do not happen
+                    x64 = h.double()
+                    same += "; float64: " + _compare(kcenter_greedy(x64, labeled, b, gen).tolist(),
+                                                     np_kcenter(x64.numpy(), labeled.numpy(), b), h, labeled, True)
+                rows.append((n, b, name, t_ours, t_ref, same))
+                print(_row(*rows[-1]), flush=True)
+
+    print("\n| N | b | selection | mmal (s) | numpy (s) | numpy / mmal | identical picks |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(_row(*row))
+
+
+def _cases(h, a, labeled, b, u, gen, fits):
+    """(name, mmal call, numpy call or None) for one pool and budget."""
+    hn, an, un = h.numpy(), a.numpy(), u.numpy()
+    return [
+        ("coreset (k-center greedy)", partial(kcenter_greedy, h, labeled, b, gen),
+         partial(np_kcenter, hn, labeled.numpy(), b)),
+        ("k-means++ seeding", partial(kmeanspp_seeding, h, b, gen, uniforms=u), partial(np_kmeanspp, hn, un)),
+        ("BADGE (factored k-means++)", partial(kmeanspp_factored, a, h, b, gen, uniforms=u),
+         partial(np_badge, an, hn, un) if fits else None),
+    ]
+
+
+def _compare(picks: list[int], ref: list[int], h: torch.Tensor, labeled: torch.Tensor, kcenter: bool) -> str:
+    """"yes", or where the picks part; for k-center, how close (in float64) the two parted picks were."""
+    i = next((i for i, (p, r) in enumerate(zip(picks, ref)) if p != r), None)
+    if i is None:
+        return "yes"
+    if not kcenter:
+        return f"no, from pick {i}"
+    x = h.double()
+    centres = x[torch.cat([labeled.nonzero().squeeze(1), torch.tensor(picks[:i], dtype=torch.long)])]
+    d2 = torch.cdist(x[[picks[i], ref[i]]], centres).square().amin(1)  # exact-ish distance of the two choices
+    return f"no, from pick {i}: near-tie ({abs(d2[0] - d2[1]) / d2.max():.1e} relative)"
+
+
+def _warm_up(h, a, labeled) -> None:
+    """One tiny call each, so one-off library start-up is not timed."""
+    gen = torch.Generator().manual_seed(1)
+    kcenter_greedy(h[:500], labeled[:500] | (torch.arange(500) == 0), 5, gen)
+    kmeanspp_seeding(h[:500], 5, gen)
+    kmeanspp_factored(a[:500], h[:500], 5, gen)
+
+
+def _row(n, b, name, t_ours, t_ref, same) -> str:
+    ref = "–" if t_ref is None else f"{t_ref:.2f}"
+    ratio = "–" if t_ref is None else f"{t_ref / t_ours:.2f}"
+    same = same or "–"
+    return f"| {n:,} | {b} | {name} | {t_ours:.2f} | {ref} | {ratio} | {same} |"
+
+
+if __name__ == "__main__":
+    main()
