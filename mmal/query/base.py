@@ -52,6 +52,8 @@ class QueryContext:
 
     def predict(self, mask: Tensor | None = None) -> Predictions:
         """Model outputs on every pool row, cached per presence mask (N_pool, M); default the pool's own."""
+        if mask is not None and torch.equal(mask, self.pool.mask):
+            mask = None  # the pool's own mask explicitly (BMMAL's full subset): the same inference
         key = None if mask is None else mask.cpu().numpy().tobytes()
         if key not in self._cache:
             self._cache[key] = self.trainer.predict(self.model, self.pool, mask=mask)

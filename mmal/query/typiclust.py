@@ -42,6 +42,7 @@ class TypiClust(QueryStrategy):
         cluster = torch.as_tensor(kmeans.fit_predict(points.cpu().numpy()), device=points.device)
         size = cluster.bincount(minlength=n_clusters)
         taken = ctx.labeled.clone()
+        typical: dict[int, Tensor] = {}  # per cluster, computed once: a cluster is often revisited
         picks = []
         for _ in range(k):
             free = (~taken).long().new_zeros(n_clusters).index_add_(0, cluster, (~taken).long())  # (K,)
@@ -53,7 +54,9 @@ class TypiClust(QueryStrategy):
             key = covered.double() * (len(points) + 1) - size.double()
             c = int(key.masked_fill(~usable, float("inf")).argmin())
             members = (cluster == c).nonzero().squeeze(1)
-            score = typicality(points[members], self.neighbors).masked_fill(taken[members], float("-inf"))
+            if c not in typical:
+                typical[c] = typicality(points[members], self.neighbors)
+            score = typical[c].masked_fill(taken[members], float("-inf"))
             pick = members[score.argmax()]
             picks.append(pick)
             taken[pick] = True
