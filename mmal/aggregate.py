@@ -133,36 +133,87 @@ def summary_rows(jobs: list[Job]) -> list[dict[str, Any]]:
     return rows
 
 
+def by_setting(jobs: list[Job], key: str) -> dict[str, dict[str, dict[str, float]]]:
+    """setting -> strategy -> seed -> the summary value ``key`` of every finished job."""
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for job in jobs:
+        if job.summary is not None:
+            out[job.setting][job.strategy][job.seed] = job.summary[key]
+    return out
+
+
+def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, float, int]:
+    """Mean of a - b over the seeds both have, the half-width of its 95 % t-interval, the paired t-test's
+    p-value (NaN with fewer than 2 seeds; 1 for no difference, 0 for one that every seed shows alike) and
+    the seed count."""
+    seeds = sorted(set(a) & set(b))
+    diff = np.array([a[s] - b[s] for s in seeds])
+    if len(seeds) < 2:
+        return (float(diff.mean()) if len(seeds) else math.nan), math.nan, math.nan, len(seeds)
+    mean, half = mean_ci(diff)
+    if np.allclose(diff, diff[0], rtol=0, atol=1e-12):  # the same difference on every seed: no variance to test
+        p = 1.0 if abs(diff[0]) <= 1e-12 else 0.0
+    else:
+        p = float(stats.ttest_1samp(diff, 0.0).pvalue)
+    return float(mean), float(half), p, len(seeds)
+
+
 def pairwise(jobs: list[Job], key: str, higher_is_better: bool, alpha: float) -> dict[tuple[str, str], list[int]]:
     """(i, j) -> [wins, ties, losses] of strategy i against j over settings: a paired t-test across the
     seeds both ran; a win is a significant difference (p < alpha) in i's favour."""
-    by_setting: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    for job in jobs:
-        if job.summary is not None:
-            by_setting[job.setting][job.strategy][job.seed] = job.summary[key]
     result: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for strategies in by_setting.values():
+    for strategies in by_setting(jobs, key).values():
         for a in strategies:
             for b in strategies:
                 if a == b:
                     continue
-                seeds = sorted(set(strategies[a]) & set(strategies[b]))
-                if len(seeds) < 2:
+                mean, _, p, n = paired_test(strategies[a], strategies[b])
+                if n < 2:
                     continue
-                x = np.array([strategies[a][s] for s in seeds])
-                y = np.array([strategies[b][s] for s in seeds])
-                diff = (x - y) if higher_is_better else (y - x)
-                p = 1.0 if np.allclose(diff, 0) else stats.ttest_rel(x, y).pvalue
-                outcome = 1 if p >= alpha or np.isnan(p) else (0 if diff.mean() > 0 else 2)
+                better = mean > 0 if higher_is_better else mean < 0
+                outcome = 1 if p >= alpha or np.isnan(p) else (0 if better else 2)
                 result[(a, b)][outcome] += 1
     return result
 
 
-def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05) -> Path:
+def focus_section(jobs: list[Job], focus: str, alpha: float) -> list[str]:
+    """Markdown: per setting, ``focus`` against every other strategy on each of ``COMPARED``: the paired
+    difference (focus - other) over seeds with its 95 % interval and p-value, and the verdict."""
+    md = ["", f"## `{focus}` against every other strategy, per setting", "",
+          f"Difference = {focus} − other, mean over the seeds both ran ± 95 % t-interval, paired t-test p-value. "
+          f"**better** / *worse*: significant at p < {alpha} in {focus}'s favour / against it; · no significant "
+          "difference. The `best` marks the other strategy with the best mean on that metric.", ""]
+    tables = {key: by_setting(jobs, key) for key in COMPARED}
+    for setting in sorted(tables["aubc/acc"]):
+        values = {key: table[setting] for key, table in tables.items()}
+        if focus not in values["aubc/acc"]:
+            continue
+        others = sorted(s for s in values["aubc/acc"] if s != focus)
+        best = {key: (max if higher else min)(others, key=lambda s: np.mean(list(values[key][s].values())))
+                for key, higher in COMPARED.items() if others}
+        md += [f"**{setting}**", "", "| other | " + " | ".join(f"{key} of other | {focus} − other" for key in COMPARED)
+               + " |", "|---|" + "---|---|" * len(COMPARED)]
+        for other in others:
+            cells = []
+            for key, higher in COMPARED.items():
+                mean, half, p, _ = paired_test(values[key][focus], values[key][other])
+                verdict = "·" if not p < alpha else ("**better**" if (mean > 0) == higher else "*worse*")
+                tag = " (best)" if best.get(key) == other else ""
+                cells += [f"{np.mean(list(values[key][other].values())):.4f}{tag}",
+                          f"{mean:+.4f} ± {half:.4f}, p = {p:.3f} {verdict}"]
+            md.append(f"| {other} | " + " | ".join(cells) + " |")
+        md.append("")
+    return md
+
+
+def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``curves_*.png`` and ``penalty_*.png`` into ``out``; returns the
-    Markdown report's path."""
+    Markdown report's path. ``focus``: a strategy to compare with every other one, setting by setting."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = load_jobs(sweep_dir)
+    strategies = sorted({j.strategy for j in jobs})
+    if focus is not None and focus not in strategies:
+        raise ValueError(f"--focus={focus!r}: not a strategy of this sweep, which has {strategies}")
     rows = summary_rows(jobs)
     columns = ["setting", "strategy", "seeds"] + [f"{k} {s}" for k in METRICS for s in ("mean", "std")]
     lines = [",".join(columns)] + [",".join(_csv(r[c]) for c in columns) for r in rows]
@@ -176,6 +227,8 @@ def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05) -> Path:
     for r in rows:
         cells = " | ".join(f"{r[f'{k} mean']:.4f} ± {r[f'{k} std']:.4f}" for k in METRICS)
         md.append(f"| {r['setting']} | {r['strategy']} | {r['seeds']} | {cells} |")
+    if focus is not None:
+        md += focus_section(jobs, focus, alpha)
     for key, higher in COMPARED.items():
         md += _pairwise_section(jobs, key, higher, alpha, out)
     md += ["", "## Curves", ""]
@@ -257,10 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory (holds multirun.yaml and job dirs)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <sweep>/report)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests")
+    parser.add_argument("--focus", default=None, help="a strategy to compare with every other, setting by setting")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"sweep_dir={str(args.sweep_dir)!r}: not a directory")
-    report = write_report(args.sweep_dir, args.out or args.sweep_dir / "report", args.alpha)
+    try:
+        report = write_report(args.sweep_dir, args.out or args.sweep_dir / "report", args.alpha, args.focus)
+    except ValueError as error:
+        parser.error(str(error))
     print(report.read_text())
     print(f"written: {report.parent}")
 

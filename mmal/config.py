@@ -15,6 +15,7 @@ from mmal.data.mfeat import VIEWS as MFEAT_VIEWS
 from mmal.data.pitfall import INTERACTIONS, MISSING_MECHANISMS, SPLITS
 from mmal.data.real import SYNTHETIC_ONLY, SYNTHETIC_ONLY_PITFALLS
 from mmal.query import BALD, QueryStrategy, has_modality_predictions
+from mmal.query.gap import WITHIN as GAP_SPLIT_WITHIN
 from mmal.training import PRECISIONS
 
 
@@ -58,6 +59,10 @@ def validate(cfg: DictConfig) -> None:
             _integer(cfg, f"query.{key}", 1)
     if "overshoot" in cfg.query:
         _number(cfg, "query.overshoot", 0)
+    if "within" in cfg.query:  # gap_split
+        _choice(cfg, "query.within", list(GAP_SPLIT_WITHIN))
+        _number(cfg, "query.scale", 0)
+        _choice(cfg, "query.coverage", [True, False])
 
     dataset = cfg.dataset
     modalities = OmegaConf.select(cfg, "dataset.modalities")  # a mapping (synthetic), a list of names, or null

@@ -109,7 +109,7 @@ def run_active_learning(
             record["time/select"] = _since(start, device)
             _check_selection(picked, labeled, query_size, strategy)
             labeled[picked] = True
-            record.update(selection_statistics(data.pool, picked, data.num_classes))
+            record.update(selection_statistics(data.pool, picked, data.num_classes), **strategy.statistics)
         run_log.cycle(record, cycles)
         state = {"cycle": cycle, "labeled": labeled.cpu(), "records": records,
                  "model": {k: v.cpu() for k, v in model.state_dict().items()},

@@ -63,6 +63,16 @@ def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
     assert (tmp_path / "report" / "curves_pitfall=none.png").exists()
     assert (tmp_path / "report" / "penalty_aubc_acc.png").exists()
 
+    # One strategy against every other, setting by setting: bad - good = -0.1 on every seed.
+    text = write_report(tmp_path, tmp_path / "focus", focus="bad").read_text()
+    section = text.split("## `bad` against every other strategy, per setting")[1].split("## Pairwise")[0]
+    assert section.count("**pitfall=none**") == 1 and section.count("**pitfall=synergy**") == 1
+    assert ("| good | 0.8000 (best) | -0.1000 ± 0.0000, p = 0.000 *worse* | 0.1000 (best) | +0.0000 ± 0.0000, "
+            "p = 1.000 · |") in section
+    assert "| same | 0.8000 | -0.1000 ± 0.0072, p = 0.000 *worse* |" in section  # t(4) x sd(2 x noise) / sqrt 5
+    with pytest.raises(ValueError, match="--focus='nope': not a strategy of this sweep, which has"):
+        write_report(tmp_path, tmp_path / "nope", focus="nope")
+
 
 def test_missing_and_crashed_jobs_are_listed(tmp_path):
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {

@@ -19,8 +19,9 @@ from mmal.models.fusion import EarlyFusion, IntermediateFusion
 from mmal.query import QueryContext
 from mmal.query.bmmal import contribution_weights, modality_contributions
 from mmal.query.deepfool import DeepFool
+from mmal.query.gap import GapSplit, gap_shares, modality_agreement
 from mmal.query.multimodal import Disagreement, ModalityEntropy
-from mmal.query.uncertainty import mutual_information
+from mmal.query.uncertainty import Margin, mutual_information
 from mmal.training import Trainer
 
 STRATEGIES = sorted(p.stem for p in (CONF / "query").glob("*.yaml"))
@@ -86,6 +87,50 @@ def test_modality_entropy_and_disagreement_on_hand_made_predictions(pool_and_mod
     assert ModalityEntropy().score(ctx)[missing_b].item() == pytest.approx(h(probs[missing_b, 0]), rel=1e-5)
 
 
+def test_gap_split_quality_and_shares_by_hand():
+    fused = torch.tensor([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])  # predicts 0, 1, 0, 1
+    own = torch.tensor([[[.8, .2], [.4, .6], [.5, .5]],  # a predicts 0, 1, 1, 1; b predicts 1, 0, 0, 1
+                        [[.3, .7], [.9, .1], [.5, .5]],
+                        [[.1, .9], [.7, .3], [.5, .5]],
+                        [[.2, .8], [.4, .6], [.5, .5]]])
+    rows = torch.tensor([[True, True, False]] * 3 + [[True, False, False]])  # b missing in row 3, c everywhere
+    quality = modality_agreement(fused, own, rows)
+    assert quality[:2].tolist() == pytest.approx([3 / 4, 1 / 3]) and quality[2].isnan()
+    assert gap_shares(quality, 12, 1.0) == [0, 5, 0]  # (3/4 - 1/3) * 12 = 5; no share without rows
+    assert gap_shares(quality, 12, 0.0) == [0, 0, 0]
+    # gaps 0.4 + 0.7 > 1: scaled to fill the batch, 3.64 and 6.36 rounded by the largest remainder
+    assert gap_shares(torch.tensor([0.9, 0.5, 0.2]), 10, 1.0) == [0, 4, 6]
+
+
+def test_gap_split_picks_follow_its_rule(pool_and_model):
+    pool, model, trainer = pool_and_model
+    ctx, k = _ctx(pool, model, trainer), 30
+    strategy = GapSplit()
+    picked = strategy.select(ctx, k)
+    # The rule recomputed with plain loops: quality = agreement on unlabeled rows with the modality x coverage.
+    fused, own = ctx.predict().probs, ctx.modality_probs()
+    labeled, present = ctx.labeled.tolist(), pool.mask.tolist()
+    quality = []
+    for m in range(2):
+        rows = [i for i in range(len(pool)) if present[i][m] and not labeled[i]]
+        agree = sum(int(own[i, m].argmax() == fused[i].argmax()) for i in rows) / len(rows)
+        quality.append(agree * sum(present[i][m] for i in range(len(pool)) if labeled[i]) / sum(labeled))
+    weak = int(quality[1] < quality[0])
+    share = round(abs(quality[0] - quality[1]) * k)
+    assert share > 0 and strategy.statistics[f"query/share/{pool.modalities[weak]}"] == share / k
+
+    def margin(p):
+        top = sorted(p.tolist(), reverse=True)
+        return top[0] - top[1]
+    free = [i for i in range(len(pool)) if not labeled[i]]
+    for_weak = sorted((i for i in free if present[i][weak]), key=lambda i: margin(own[i, weak]) + margin(fused[i]))
+    rest = sorted(set(free) - set(for_weak[:share]), key=lambda i: margin(fused[i]))
+    assert set(picked.tolist()) == set(for_weak[:share]) | set(rest[:k - share])
+    # Without a share it is fused margin sampling, pick for pick.
+    margin_picks = Margin().select(_ctx(pool, model, trainer), k)
+    assert torch.equal(GapSplit(scale=0.0).select(_ctx(pool, model, trainer), k), margin_picks)
+
+
 def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model):
     pool, model, trainer = pool_and_model
     ctx = _ctx(pool, model, trainer)
@@ -129,7 +174,7 @@ def test_deepfool_on_a_linear_model_finds_the_distance_to_the_boundary():
     assert (x_flipped >= norms - 1e-4).all()
 
 
-@pytest.mark.parametrize("query", ["modality_entropy", "disagreement"])
+@pytest.mark.parametrize("query", ["modality_entropy", "disagreement", "gap_split"])
 def test_modality_strategies_need_late_fusion_or_aux_heads(query):
     cfg = compose_config([*TINY, f"query={query}"])
     data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=instantiate(cfg.pitfall, _convert_="all"))

@@ -3,12 +3,13 @@ from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, has_mo
 from mmal.query.bmmal import BMMAL
 from mmal.query.coreset import Coreset, MultimodalCoreset
 from mmal.query.deepfool import DeepFool
+from mmal.query.gap import GapSplit
 from mmal.query.kmeans import KMeansSampling
 from mmal.query.multimodal import Disagreement, ModalityEntropy
 from mmal.query.random import RandomSampling
 from mmal.query.typiclust import TypiClust
 from mmal.query.uncertainty import BALD, Entropy, LeastConfidence, Margin
 
-__all__ = ["BALD", "BMMAL", "Badge", "Coreset", "DeepFool", "Disagreement", "Entropy", "KMeansSampling",
+__all__ = ["BALD", "BMMAL", "Badge", "Coreset", "DeepFool", "Disagreement", "Entropy", "GapSplit", "KMeansSampling",
            "LeastConfidence", "Margin", "ModalityEntropy", "MultimodalCoreset", "QueryContext", "QueryStrategy",
            "RandomSampling", "ScoringStrategy", "TypiClust", "has_modality_predictions", "top_k"]

@@ -90,9 +90,11 @@ class QueryStrategy:
 
     ``needs_modality_predictions``: the strategy reads ``ctx.modality_probs()``, so the model must have
     auxiliary heads or late fusion (checked when the run is configured).
+    ``statistics``: numbers about the last selection (e.g. how a batch was split), logged with the batch.
     """
 
     needs_modality_predictions: bool = False
+    statistics: dict[str, float] = {}  # never mutated: a strategy that reports assigns a new dict in select
 
     def select(self, ctx: QueryContext, k: int) -> Tensor:
         raise NotImplementedError
