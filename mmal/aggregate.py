@@ -206,6 +206,36 @@ def focus_section(jobs: list[Job], focus: str, alpha: float) -> list[str]:
     return md
 
 
+def bayes_gap(summary: dict[str, Any]) -> float:
+    """Max minus min over modalities of the best achievable unimodal accuracy (NaN without ground truth):
+    the probe gap a model whose every representation were perfect would still show."""
+    bayes = [v for k, v in summary.items() if k.startswith("ground_truth/bayes_acc/") and not k.endswith("/all")]
+    return max(bayes) - min(bayes) if len(bayes) > 1 else math.nan
+
+
+def closable_section(jobs: list[Job]) -> list[str]:
+    """Markdown: for data that knows its Bayes accuracies, how much of each strategy's probe-gap AUBC lies
+    above the Bayes gap — the part that better representations, and so possibly a strategy, could close."""
+    done = [j for j in jobs if j.summary is not None and not math.isnan(bayes_gap(j.summary))]
+    if not done:
+        return []
+    md = ["", "## How much of the probe gap is closable (data with known Bayes accuracies)", "",
+          "Bayes gap = max − min over modalities of the best achievable unimodal accuracy; excess = "
+          "`aubc/gap_probe` − Bayes gap (mean ± std over seeds). Only the excess can shrink; a negative excess "
+          "means the strongest modality's probe also falls short of its Bayes accuracy.", "",
+          "| setting | strategy | Bayes gap | aubc/gap_probe | excess |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for job in done:
+        groups[(job.setting, job.strategy)].append(job)
+    for (setting, strategy), members in sorted(groups.items()):
+        floor = np.array([bayes_gap(j.summary) for j in members])
+        gap = np.array([j.summary["aubc/gap_probe"] for j in members])
+        spread = float(np.std(gap - floor, ddof=1)) if len(members) > 1 else 0.0
+        md.append(f"| {setting} | {strategy} | {floor.mean():.4f} | {gap.mean():.4f} | "
+                  f"{(gap - floor).mean():+.4f} ± {spread:.4f} |")
+    return md
+
+
 def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``curves_*.png`` and ``penalty_*.png`` into ``out``; returns the
     Markdown report's path. ``focus``: a strategy to compare with every other one, setting by setting."""
@@ -229,6 +259,7 @@ def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | N
         md.append(f"| {r['setting']} | {r['strategy']} | {r['seeds']} | {cells} |")
     if focus is not None:
         md += focus_section(jobs, focus, alpha)
+    md += closable_section(jobs)
     for key, higher in COMPARED.items():
         md += _pairwise_section(jobs, key, higher, alpha, out)
     md += ["", "## Curves", ""]

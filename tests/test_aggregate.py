@@ -106,3 +106,14 @@ def test_smoke_grid_with_joblib_and_the_aggregate_command(tmp_path):
     # Each job's directory is named by its overrides.
     first = sorted(p.name for p in sweep.iterdir() if p.is_dir())[0]
     assert first == "0_pitfall=none,query=random,seed=0,trainer.device=cpu"
+
+
+def test_the_closable_part_of_the_gap_is_what_lies_above_the_bayes_gap(tmp_path):
+    for seed, gap in enumerate([0.4, 0.5]):
+        truth = {"ground_truth/bayes_acc/a": 0.9, "ground_truth/bayes_acc/b": 0.6, "ground_truth/bayes_acc/all": 0.95}
+        _job(tmp_path, seed, ["pitfall=none", "query=margin", f"seed={seed}"], {**_summary(0.8, gap), **truth},
+             _records(0.8))
+    _job(tmp_path, 2, ["pitfall=none", "query=random", "seed=0"], _summary(0.7, 0.3), _records(0.7))  # no truth
+    text = write_report(tmp_path, tmp_path / "report").read_text()
+    assert "| default | margin | 0.3000 | 0.4500 | +0.1500 ± 0.0707 |" in text  # excess 0.1 and 0.2
+    assert "| default | random |" not in text.split("## How much of the probe gap")[1].split("## Pairwise")[0]
