@@ -96,7 +96,7 @@ def check_budget(cfg: DictConfig, pool_size: int) -> None:
     if al.initial_size > pool_size:
         raise ConfigError("al.initial_size", al.initial_size, f"at most the pool size {pool_size}")
     unlabeled = pool_size - al.initial_size
-    if al.query_size > unlabeled:
+    if al.cycles > 0 and al.query_size > unlabeled:  # with no query round any query_size is fine
         raise ConfigError("al.query_size", al.query_size,
                           f"at most the unlabeled pool, {pool_size} - {al.initial_size} = {unlabeled}")
     budget = al.initial_size + al.cycles * al.query_size

@@ -14,6 +14,7 @@ from conftest import CONF, ROOT, TINY, compose_config
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from mmal.config import ConfigError, check_budget
 from mmal.data import MultimodalDataset, Pitfall
 from mmal.data.mfeat import mfeat_dir
 from mmal.log import Sink, read_jsonl
@@ -94,6 +95,12 @@ def test_bad_config_fails_with_one_clear_message(overrides, message, tmp_path):
     assert message in output
     assert "Traceback" not in output
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # failed before any work
+
+
+def test_the_budget_check_allows_a_fully_labeled_pool_without_query_rounds():
+    check_budget(compose_config(["al.initial_size=2000", "al.cycles=0"]), 2000)  # the fully supervised reference
+    with pytest.raises(ConfigError, match="al.query_size=20: at most the unlabeled pool, 2000 - 2000 = 0"):
+        check_budget(compose_config(["al.initial_size=2000", "al.cycles=1"]), 2000)
 
 
 @pytest.mark.slow
