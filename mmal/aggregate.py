@@ -28,6 +28,7 @@ import yaml  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from mmal.log import read_jsonl  # noqa: E402
+from mmal.metrics import aubc  # noqa: E402
 
 # Summary keys in the tables, and whether higher is better.
 METRICS = {"aubc/acc": True, "aubc/gap_probe": False, "aubc/gap_shapley": False, "final/acc": True}
@@ -236,6 +237,30 @@ def closable_section(jobs: list[Job]) -> list[str]:
     return md
 
 
+def modality_section(jobs: list[Job]) -> list[str]:
+    """Markdown: AUBC of each modality's probe accuracy (mean ± std over seeds), from the per-cycle records.
+    A gap (max - min) also shrinks when the strongest modality gets worse; this table tells which it was."""
+    done = [j for j in jobs if j.summary is not None and j.records]
+    names = sorted({k.split("/", 1)[1] for j in done for k in j.records[-1] if k.startswith("probe_acc/")})
+    if not done or not names:
+        return []
+    md = ["", "## Each modality's probe accuracy (AUBC, mean ± std over seeds)", "",
+          "| setting | strategy | " + " | ".join(f"probe_acc/{m}" for m in names) + " |",
+          "|---|---|" + "---|" * len(names)]
+    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for job in done:
+        groups[(job.setting, job.strategy)].append(job)
+    for (setting, strategy), members in sorted(groups.items()):
+        cells = []
+        for m in names:
+            values = np.array([aubc([r["n_labeled"] for r in j.records], [r.get(f"probe_acc/{m}", np.nan)
+                                                                             for r in j.records]) for j in members])
+            spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            cells.append(f"{np.mean(values):.4f} ± {spread:.4f}")
+        md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
+    return md
+
+
 def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``curves_*.png`` and ``penalty_*.png`` into ``out``; returns the
     Markdown report's path. ``focus``: a strategy to compare with every other one, setting by setting."""
@@ -259,6 +284,7 @@ def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | N
         md.append(f"| {r['setting']} | {r['strategy']} | {r['seeds']} | {cells} |")
     if focus is not None:
         md += focus_section(jobs, focus, alpha)
+    md += modality_section(jobs)
     md += closable_section(jobs)
     for key, higher in COMPARED.items():
         md += _pairwise_section(jobs, key, higher, alpha, out)

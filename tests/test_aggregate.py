@@ -117,3 +117,13 @@ def test_the_closable_part_of_the_gap_is_what_lies_above_the_bayes_gap(tmp_path)
     text = write_report(tmp_path, tmp_path / "report").read_text()
     assert "| default | margin | 0.3000 | 0.4500 | +0.1500 ± 0.0707 |" in text  # excess 0.1 and 0.2
     assert "| default | random |" not in text.split("## How much of the probe gap")[1].split("## Pairwise")[0]
+
+
+def test_each_modality_probe_aubc_comes_from_the_records(tmp_path):
+    for seed, shift in enumerate([0.0, 0.02]):
+        records = [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": 0.8, "gap/probe": 0.1,
+                    "probe_acc/a": 0.5 + 0.2 * c + shift, "probe_acc/b": 0.6} for c in range(3)]
+        _job(tmp_path, seed, ["query=margin", f"seed={seed}"], _summary(0.8, 0.1), records)
+    text = write_report(tmp_path, tmp_path / "report").read_text()
+    # AUBC of 0.5, 0.7, 0.9 on budgets 0, 0.5, 1 is 0.7 (0.72 with the shift): mean 0.71, std 0.0141
+    assert "| default | margin | 0.7100 ± 0.0141 | 0.6000 ± 0.0000 |" in text
