@@ -102,10 +102,11 @@ def test_gap_split_quality_and_shares_by_hand():
     assert gap_shares(torch.tensor([0.9, 0.5, 0.2]), 10, 1.0) == [0, 4, 6]
 
 
-def test_gap_split_picks_follow_its_rule(pool_and_model):
+@pytest.mark.parametrize(("within", "coverage"), [("joint", True), ("margin", False)])
+def test_gap_split_picks_follow_its_rule(within, coverage, pool_and_model):
     pool, model, trainer = pool_and_model
     ctx, k = _ctx(pool, model, trainer), 30
-    strategy = GapSplit()
+    strategy = GapSplit(within=within, coverage=coverage)
     picked = strategy.select(ctx, k)
     # The rule recomputed with plain loops: quality = agreement on unlabeled rows with the modality x coverage.
     fused, own = ctx.predict().probs, ctx.modality_probs()
@@ -114,7 +115,8 @@ def test_gap_split_picks_follow_its_rule(pool_and_model):
     for m in range(2):
         rows = [i for i in range(len(pool)) if present[i][m] and not labeled[i]]
         agree = sum(int(own[i, m].argmax() == fused[i].argmax()) for i in rows) / len(rows)
-        quality.append(agree * sum(present[i][m] for i in range(len(pool)) if labeled[i]) / sum(labeled))
+        covered = sum(present[i][m] for i in range(len(pool)) if labeled[i]) / sum(labeled)
+        quality.append(agree * (covered if coverage else 1.0))
     weak = int(quality[1] < quality[0])
     share = round(abs(quality[0] - quality[1]) * k)
     assert share > 0 and strategy.statistics[f"query/share/{pool.modalities[weak]}"] == share / k
@@ -123,7 +125,8 @@ def test_gap_split_picks_follow_its_rule(pool_and_model):
         top = sorted(p.tolist(), reverse=True)
         return top[0] - top[1]
     free = [i for i in range(len(pool)) if not labeled[i]]
-    for_weak = sorted((i for i in free if present[i][weak]), key=lambda i: margin(own[i, weak]) + margin(fused[i]))
+    for_weak = sorted((i for i in free if present[i][weak]),
+                      key=lambda i: margin(own[i, weak]) + (margin(fused[i]) if within == "joint" else 0.0))
     rest = sorted(set(free) - set(for_weak[:share]), key=lambda i: margin(fused[i]))
     assert set(picked.tolist()) == set(for_weak[:share]) | set(rest[:k - share])
     # Without a share it is fused margin sampling, pick for pick.
