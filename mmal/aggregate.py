@@ -238,23 +238,24 @@ def closable_section(jobs: list[Job]) -> list[str]:
 
 
 def modality_section(jobs: list[Job]) -> list[str]:
-    """Markdown: AUBC of each modality's probe accuracy (mean ± std over seeds), from the per-cycle records.
-    A gap (max - min) also shrinks when the strongest modality gets worse; this table tells which it was."""
+    """Markdown: AUBC of each modality's probe accuracy, and of its gain over the untrained encoder when
+    logged (mean ± std over seeds, from the per-cycle records). A gap (max - min) also shrinks when the
+    strongest modality gets worse; this table tells which it was."""
     done = [j for j in jobs if j.summary is not None and j.records]
-    names = sorted({k.split("/", 1)[1] for j in done for k in j.records[-1] if k.startswith("probe_acc/")})
-    if not done or not names:
+    keys = sorted({k for j in done for k in j.records[-1] if k.startswith(("probe_acc/", "probe_gain/"))})
+    if not keys:
         return []
     md = ["", "## Each modality's probe accuracy (AUBC, mean ± std over seeds)", "",
-          "| setting | strategy | " + " | ".join(f"probe_acc/{m}" for m in names) + " |",
-          "|---|---|" + "---|" * len(names)]
+          "`probe_gain/<m>` is the probe accuracy minus that of the same probe on the untrained encoder.", "",
+          "| setting | strategy | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
     for job in done:
         groups[(job.setting, job.strategy)].append(job)
     for (setting, strategy), members in sorted(groups.items()):
         cells = []
-        for m in names:
-            values = np.array([aubc([r["n_labeled"] for r in j.records], [r.get(f"probe_acc/{m}", np.nan)
-                                                                             for r in j.records]) for j in members])
+        for key in keys:
+            values = np.array([aubc([r["n_labeled"] for r in j.records], [r.get(key, np.nan) for r in j.records])
+                               for j in members])
             spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             cells.append(f"{np.mean(values):.4f} ± {spread:.4f}")
         md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")

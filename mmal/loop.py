@@ -21,7 +21,7 @@ from mmal.checkpoint import save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
 from mmal.metrics import aubc
-from mmal.metrics.modality import evaluate_subsets, modality_diagnostics
+from mmal.metrics.modality import evaluate_subsets, modality_diagnostics, probe_accuracies
 from mmal.models.classifier import MultimodalClassifier
 from mmal.plots import save_plots
 from mmal.query.base import QueryContext, QueryStrategy
@@ -76,6 +76,7 @@ def run_active_learning(
     labeled = initial_labeled(len(data.pool), initial_size, seed).to(device)
     model = initial_model(build_model, seed).to(device)
     initial_state = copy.deepcopy(model.state_dict())
+    untrained = probe_accuracies(trainer, model, data)  # the reference for probe_gain/<m>
     records = run_log.records
     first_cycle = 0
     if resume is not None:
@@ -97,6 +98,7 @@ def run_active_learning(
         record["time/eval"] = _since(start, device)
         start = time.perf_counter()
         record.update(modality_diagnostics(trainer, model, data, evaluation))
+        record.update({k.replace("probe_acc", "probe_gain"): record[k] - v for k, v in untrained.items()})
         record["time/diagnose"] = _since(start, device)
 
         # Query the next batch and reveal its labels (no query after the last training).
@@ -117,6 +119,7 @@ def run_active_learning(
         save_state(run_log.run_dir, state)
 
     summary = summarise(records, data.ground_truth)
+    summary.update({f"untrained/{k}": v for k, v in untrained.items()})
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
     save_state(run_log.run_dir, {**state, "summary": summary})

@@ -71,6 +71,9 @@ def test_difficulty_easy_modality_has_the_larger_shapley_value(tmp_path):
     # The hard modality's Bayes accuracy is ~0.63, not reached by its probe: that shortfall is its neglect.
     assert summary["ground_truth/bayes_acc/b"] == pytest.approx(0.63, abs=0.03)
     assert record["neglect/b"] > record["neglect/a"]
+    # A probe on the *untrained* encoder of the easy modality already finds most of its class information.
+    assert summary["untrained/probe_acc/a"] > 0.8
+    assert record["probe_gain/a"] == pytest.approx(record["probe_acc/a"] - summary["untrained/probe_acc/a"])
 
 
 def test_diagnostics_are_consistent_within_a_run(tmp_path):
@@ -83,6 +86,7 @@ def test_diagnostics_are_consistent_within_a_run(tmp_path):
         assert r["v/all"] == pytest.approx(r["acc"], abs=1e-6)
         assert r["gap/unimodal"] == pytest.approx(abs(r["unimodal_acc/a"] - r["unimodal_acc/b"]), abs=1e-6)
         assert r["neglect/a"] == pytest.approx(summary["ground_truth/bayes_acc/a"] - r["probe_acc/a"])
+        assert r["probe_gain/b"] == pytest.approx(r["probe_acc/b"] - summary["untrained/probe_acc/b"])
     for r in records[:-1]:
         assert sum(r["query/class_hist"]) == 50
         assert 0.0 <= r["query/missing_frac/b"] <= 1.0 and r["query/missing_frac/a"] == 0.0

@@ -4,6 +4,9 @@ how much its representation holds of, each modality.
 - ``unimodal_acc/<m>``: test accuracy with only modality m present (the others masked).
 - ``probe_acc/<m>``: a fixed-settings logistic-regression probe on the frozen embeddings of modality m,
   fit on ``val`` and scored on ``test``, both restricted to samples where m is present.
+- ``probe_gain/<m>`` (logged by the loop): ``probe_acc/<m>`` minus the same probe on the untrained
+  encoder (``probe_accuracies`` of the initial weights), i.e. what training put into the representation.
+  On the synthetic data a probe on random initial features already finds most of what it finds later.
 - ``shapley/<m>``: exact Shapley value of m for accuracy, v(S) = test accuracy with only S present.
 - ``gap/unimodal``, ``gap/probe``, ``gap/shapley``: max minus min over modalities of each. With two
   modalities ``gap/shapley`` equals ``gap/unimodal`` exactly (phi_a - phi_b = v({a}) - v({b})); they part
@@ -96,18 +99,30 @@ def evaluate_subsets(trainer: Trainer, model: MultimodalClassifier, data: Multim
                             [e[full] for e in pred.embeddings])
 
 
+def probe_accuracies(trainer: Trainer, model: MultimodalClassifier, data: MultimodalDataset) -> dict[str, float]:
+    """``probe_acc/<m>`` of ``model`` as it is, e.g. untrained: what a linear probe finds in each modality's
+    embedding before training put anything there."""
+    return _probes(data, trainer.predict(model, data.val).embeddings, trainer.predict(model, data.test).embeddings)
+
+
+def _probes(data: MultimodalDataset, val_embeddings: list[Tensor], test_embeddings: list[Tensor]) -> dict[str, float]:
+    out = {}
+    for i, m in enumerate(data.modalities):
+        on_val, on_test = data.val.mask[:, i], data.test.mask[:, i]
+        out[f"probe_acc/{m}"] = linear_probe_accuracy(
+            val_embeddings[i][on_val], data.val.y[on_val], test_embeddings[i][on_test], data.test.y[on_test])
+    return out
+
+
 def modality_diagnostics(trainer: Trainer, model: MultimodalClassifier, data: MultimodalDataset,
                          test: SubsetEvaluation) -> dict[str, float]:
     """``acc``, ``macro_f1`` and every modality-gap diagnostic, from the test evaluation ``test``."""
     names, value = data.modalities, test.value
     num_modalities = len(names)
     out = classification_metrics(test.probs, data.test.y)
-    val_embeddings = trainer.predict(model, data.val).embeddings
+    out.update(_probes(data, trainer.predict(model, data.val).embeddings, test.embeddings))
     for i, m in enumerate(names):
         out[f"unimodal_acc/{m}"] = value[(i,)]
-        on_val, on_test = data.val.mask[:, i], data.test.mask[:, i]
-        out[f"probe_acc/{m}"] = linear_probe_accuracy(
-            val_embeddings[i][on_val], data.val.y[on_val], test.embeddings[i][on_test], data.test.y[on_test])
     for m, phi in zip(names, shapley_values(value, num_modalities)):
         out[f"shapley/{m}"] = phi
     out["v/all"], out["v/none"] = value[tuple(range(num_modalities))], value[()]
