@@ -149,8 +149,10 @@ def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model)
         game = {(): v([False, False]), (0,): v([True, False]), (1,): v([False, True]), (0, 1): v([True, True])}
         assert phi[row].tolist() == pytest.approx(shapley_values(game, 2), abs=1e-5)
     assert (phi[~pool.mask[:, 1], 1].abs() < 1e-6).all()  # a missing modality contributes nothing
-    w = contribution_weights(torch.tensor([[0.5, 0.2], [0.1, 0.3], [0.4, 0.4]]))
-    assert torch.allclose(w, torch.tensor([[1.0, 0.7], [0.8, 1.0], [1.0, 1.0]]))
+    # Shares of |phi|: (5/7, 2/7) -> the weaker gets 1 - 3/7; (1/4, 3/4); equal; (3/4, 1/4) from a negative phi;
+    # no contribution at all -> 1.
+    w = contribution_weights(torch.tensor([[0.5, 0.2], [0.1, 0.3], [0.4, 0.4], [0.6, -0.2], [0.0, 0.0]]))
+    assert torch.allclose(w, torch.tensor([[1.0, 4 / 7], [0.5, 1.0], [1.0, 1.0], [1.0, 0.5], [1.0, 1.0]]))
 
 
 def test_deepfool_on_a_linear_model_finds_the_distance_to_the_boundary():

@@ -28,10 +28,13 @@ def modality_contributions(ctx: QueryContext) -> Tensor:
 
 
 def contribution_weights(phi: Tensor) -> Tensor:
-    """(N, M) BMMAL scales: the strongest modality keeps 1, modality m gets 1 - (phi_max - phi_m), clipped
-    to [0, 1]. For two modalities this is BMMAL's rule (the weaker gets 1 - (phi_strong - phi_weak)); for
-    M modalities every one is measured against the strongest."""
-    return (1 - (phi.max(1, keepdim=True).values - phi)).clamp(0, 1)
+    """(N, M) BMMAL scales, as in the authors' code (MengShen0709/bmmal, run/runner.py): each modality's
+    contribution is its share of the absolute Shapley values, c_m = |phi_m| / sum_j |phi_j|; the strongest
+    keeps 1 and modality m gets 1 - (c_max - c_m). A sample whose modalities all contribute nothing gets 1
+    everywhere (the authors' code divides by zero there)."""
+    total = phi.abs().sum(1, keepdim=True)
+    share = torch.where(total > 0, phi.abs() / total.clamp_min(1e-12), 1.0 / phi.shape[1])
+    return 1 - (share.max(1, keepdim=True).values - share)
 
 
 class BMMAL(QueryStrategy):
