@@ -117,19 +117,28 @@ def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mean, stats.t.ppf(0.975, n - 1) * values.std(axis, ddof=1) / math.sqrt(n)
 
 
-def summary_rows(jobs: list[Job]) -> list[dict[str, Any]]:
-    """One row per (setting, strategy): mean and std over seeds of each of ``METRICS``."""
+def grouped(jobs: list[Job]) -> list[tuple[tuple[str, str], list[Job]]]:
+    """The finished jobs by (setting, strategy), sorted."""
     groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
     for job in jobs:
         if job.summary is not None:
             groups[(job.setting, job.strategy)].append(job)
+    return sorted(groups.items())
+
+
+def mean_std(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (0 for a single seed)."""
+    values = np.asarray(values, dtype=float)
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summary_rows(jobs: list[Job]) -> list[dict[str, Any]]:
+    """One row per (setting, strategy): mean and std over seeds of each of ``METRICS``."""
     rows = []
-    for (setting, strategy), members in sorted(groups.items()):
+    for (setting, strategy), members in grouped(jobs):
         row: dict[str, Any] = {"setting": setting, "strategy": strategy, "seeds": len(members)}
         for key in METRICS:
-            values = np.array([j.summary.get(key, np.nan) for j in members], dtype=float)
-            row[f"{key} mean"] = float(np.mean(values))
-            row[f"{key} std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            row[f"{key} mean"], row[f"{key} std"] = mean_std([j.summary.get(key, np.nan) for j in members])
         rows.append(row)
     return rows
 
@@ -225,15 +234,11 @@ def closable_section(jobs: list[Job]) -> list[str]:
           "`aubc/gap_probe` − Bayes gap (mean ± std over seeds). Only the excess can shrink; a negative excess "
           "means the strongest modality's probe also falls short of its Bayes accuracy.", "",
           "| setting | strategy | Bayes gap | aubc/gap_probe | excess |", "|---|---|---|---|---|"]
-    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
-    for job in done:
-        groups[(job.setting, job.strategy)].append(job)
-    for (setting, strategy), members in sorted(groups.items()):
+    for (setting, strategy), members in grouped(done):
         floor = np.array([bayes_gap(j.summary) for j in members])
         gap = np.array([j.summary["aubc/gap_probe"] for j in members])
-        spread = float(np.std(gap - floor, ddof=1)) if len(members) > 1 else 0.0
-        md.append(f"| {setting} | {strategy} | {floor.mean():.4f} | {gap.mean():.4f} | "
-                  f"{(gap - floor).mean():+.4f} ± {spread:.4f} |")
+        excess, spread = mean_std(gap - floor)
+        md.append(f"| {setting} | {strategy} | {floor.mean():.4f} | {gap.mean():.4f} | {excess:+.4f} ± {spread:.4f} |")
     return md
 
 
@@ -248,16 +253,12 @@ def modality_section(jobs: list[Job]) -> list[str]:
     md = ["", "## Each modality's probe accuracy (AUBC, mean ± std over seeds)", "",
           "`probe_gain/<m>` is the probe accuracy minus that of the same probe on the untrained encoder.", "",
           "| setting | strategy | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
-    for job in done:
-        groups[(job.setting, job.strategy)].append(job)
-    for (setting, strategy), members in sorted(groups.items()):
+    for (setting, strategy), members in grouped(done):
         cells = []
         for key in keys:
-            values = np.array([aubc([r["n_labeled"] for r in j.records], [r.get(key, np.nan) for r in j.records])
-                               for j in members])
-            spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            cells.append(f"{np.mean(values):.4f} ± {spread:.4f}")
+            mean, spread = mean_std([aubc([r["n_labeled"] for r in j.records], [r.get(key, np.nan) for r in j.records])
+                                     for j in members])
+            cells.append(f"{mean:.4f} ± {spread:.4f}")
         md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
     return md
 
@@ -265,11 +266,11 @@ def modality_section(jobs: list[Job]) -> list[str]:
 def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``curves_*.png`` and ``penalty_*.png`` into ``out``; returns the
     Markdown report's path. ``focus``: a strategy to compare with every other one, setting by setting."""
-    out.mkdir(parents=True, exist_ok=True)
     jobs = load_jobs(sweep_dir)
     strategies = sorted({j.strategy for j in jobs})
     if focus is not None and focus not in strategies:
         raise ValueError(f"--focus={focus!r}: not a strategy of this sweep, which has {strategies}")
+    out.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(jobs)
     columns = ["setting", "strategy", "seeds"] + [f"{k} {s}" for k in METRICS for s in ("mean", "std")]
     lines = [",".join(columns)] + [",".join(_csv(r[c]) for c in columns) for r in rows]

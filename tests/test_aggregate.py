@@ -72,6 +72,7 @@ def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
     assert "| same | 0.8000 | -0.1000 ± 0.0072, p = 0.000 *worse* |" in section  # t(4) x sd(2 x noise) / sqrt 5
     with pytest.raises(ValueError, match="--focus='nope': not a strategy of this sweep, which has"):
         write_report(tmp_path, tmp_path / "nope", focus="nope")
+    assert not (tmp_path / "nope").exists()  # refused before anything is written
 
 
 def test_missing_and_crashed_jobs_are_listed(tmp_path):
