@@ -9,14 +9,9 @@ import torch
 from torch import Tensor
 
 from mmal.query.base import QueryContext, QueryStrategy, top_k
+from mmal.query.uncertainty import margin
 
 WITHIN = ("joint", "margin")  # how a trailing modality's share is picked (GapSplit)
-
-
-def margin(probs: Tensor) -> Tensor:
-    """Top-1 minus top-2 probability along the last dim (small = uncertain)."""
-    top2 = probs.topk(2, dim=-1).values
-    return top2[..., 0] - top2[..., 1]
 
 
 def modality_agreement(fused: Tensor, modality_probs: Tensor, rows: Tensor) -> Tensor:

@@ -13,6 +13,12 @@ def entropy(p: Tensor, dim: int = -1) -> Tensor:
     return -(p * torch.log(p.clamp_min(1e-12))).sum(dim)
 
 
+def margin(p: Tensor) -> Tensor:
+    """Top-1 minus top-2 probability along the last dim (small = uncertain)."""
+    top2 = p.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
 class Entropy(ScoringStrategy):
     """Highest predictive entropy -sum_c p_c log p_c."""
 
@@ -26,8 +32,7 @@ class Margin(ScoringStrategy):
     higher_is_better = False
 
     def score(self, ctx: QueryContext) -> Tensor:
-        top2 = ctx.predict().probs.topk(2, dim=1).values
-        return top2[:, 0] - top2[:, 1]
+        return margin(ctx.predict().probs)
 
 
 class LeastConfidence(ScoringStrategy):
