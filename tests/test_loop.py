@@ -109,3 +109,17 @@ def test_aubc_and_classification_metrics_on_known_values():
     assert m["acc"] == 0.75
     # F1: class 0 = 2/3 (P=1/2, R=1), class 1 = 0.8 (P=1, R=2/3), class 2 never present nor predicted = 0.
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0) / 3)
+
+
+def test_what_a_strategy_reports_about_its_batch_is_logged_with_it(tmp_path):
+    cfg = compose_config([*TINY, "query=gap_split", "al.cycles=3", "model.aux_heads=true", "pitfall=missing_modality"])
+    data, build, trainer = _parts(cfg)
+    strategy = instantiate(cfg.query)
+    run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), seed=0, **cfg.al)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    for r in records[:-1]:  # every query round: how gap_split split its batch of 10
+        shares = [r["query/share/a"], r["query/share/b"]]
+        assert all(round(10 * s) == pytest.approx(10 * s) for s in shares) and sum(shares) <= 1
+        assert 0 <= r["query/quality/a"] <= 1 and 0 <= r["query/quality/b"] <= 1
+    assert records[-2]["query/share/b"] == strategy.statistics["query/share/b"]  # the last round's report
+    assert not any(k.startswith("query/share") for k in records[-1])  # no query after the last training
