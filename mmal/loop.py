@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,14 +22,10 @@ from mmal.metrics import aubc
 from mmal.metrics.modality import evaluate_subsets, modality_diagnostics, probe_accuracies
 from mmal.models.classifier import MultimodalClassifier
 from mmal.plots import save_plots
+from mmal.protocol import ALProtocol
 from mmal.query.base import QueryContext, QueryStrategy
+from mmal.seeding import derive_seed
 from mmal.training import Trainer
-
-
-def derive_seed(seed: int, *keys: str | int) -> int:
-    """A 63-bit seed for one purpose (e.g. ``("train", 3)``), independent across purposes."""
-    words = [seed] + [zlib.crc32(str(k).encode()) for k in keys]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
@@ -55,22 +49,20 @@ def run_active_learning(
     trainer: Trainer,
     strategy: QueryStrategy,
     run_log: RunLog,
+    protocol: ALProtocol,
     seed: int,
-    initial_size: int,
-    query_size: int,
-    cycles: int,
-    warm_start: bool = False,
     resume: dict[str, Any] | None = None,
     fingerprint: str = "",
 ) -> dict[str, Any]:
-    """Run ``cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
+    """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
 
-    The budget initial_size + cycles * query_size must fit in the pool (checked by the caller's config
-    validation). With ``warm_start=False`` every cycle retrains from the same initial weights. After each
+    The budget must fit in the pool (``mmal.config.check_budget``). With ``warm_start=False`` every
+    cycle retrains from the same initial weights. After each
     cycle the AL state is saved in the run directory; ``resume`` (a saved state, its records already in
     ``run_log``) continues after its last complete cycle. Every cycle's randomness derives from the seed
     and the cycle number, so a resumed run gives the same results as an uninterrupted one.
     """
+    initial_size, query_size, cycles = protocol.initial_size, protocol.query_size, protocol.cycles
     device = trainer.device
     data = data.to(device)
     labeled = initial_labeled(len(data.pool), initial_size, seed).to(device)
@@ -86,7 +78,7 @@ def run_active_learning(
 
     for cycle in range(first_cycle, cycles + 1):
         # Train on the labeled set.
-        if not warm_start:
+        if not protocol.warm_start:
             model.load_state_dict(initial_state)
         start = time.perf_counter()
         trainer.fit(model, data.pool, labeled.nonzero().squeeze(1), derive_seed(seed, "train", cycle))
@@ -107,11 +99,12 @@ def run_active_learning(
             start = time.perf_counter()
             ctx = QueryContext(model, trainer, data.pool, labeled,
                                torch.Generator().manual_seed(derive_seed(seed, "query", cycle)))
-            picked = strategy.select(ctx, query_size)
+            selection = strategy.select(ctx, query_size)
             record["time/select"] = _since(start, device)
+            picked = selection.indices
             _check_selection(picked, labeled, query_size, strategy)
             labeled[picked] = True
-            record.update(selection_statistics(data.pool, picked, data.num_classes), **strategy.statistics)
+            record.update(selection_statistics(data.pool, picked, data.num_classes), **selection.statistics)
         run_log.cycle(record, cycles)
         state = {"cycle": cycle, "labeled": labeled.cpu(), "records": records,
                  "model": {k: v.cpu() for k, v in model.state_dict().items()},

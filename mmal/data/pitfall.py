@@ -8,12 +8,15 @@ dataset's modality order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from mmal.errors import ConfigError, check_choice, check_number, check_numbers, check_per_modality, is_number
 
 INTERACTIONS = ("redundancy", "uniqueness", "synergy")
 MISSING_MECHANISMS = ("mcar", "class", "difficulty")
 SPLITS = ("pool", "val", "test")
+SYNTHETIC_ONLY = ("uniqueness", "synergy")
 
 PerModality = float | Sequence[float]
 
@@ -61,14 +64,55 @@ class Pitfall:
     missing_strength: float = 1.0
     missing_splits: Sequence[str] = SPLITS
 
-    def per_modality(self, knob: str, num_modalities: int) -> list[float]:
-        """Knob ``knob`` expanded to one value per modality."""
+    def __post_init__(self):
+        weights = self.interaction
+        if not isinstance(weights, Mapping) or not weights:
+            raise ConfigError("pitfall.interaction", weights, f"a mapping with keys from {list(INTERACTIONS)}")
+        for name, weight in weights.items():
+            if name not in INTERACTIONS:
+                raise ConfigError(f"pitfall.interaction.{name}", weight, f"keys must be from {list(INTERACTIONS)}")
+            check_number(f"pitfall.interaction.{name}", weight, 0)
+        if sum(weights.values()) <= 0:
+            raise ConfigError("pitfall.interaction", weights, "weights must not all be zero")
+        check_per_modality("pitfall.noise", self.noise, None, 0, strict=True)
+        check_per_modality("pitfall.separation", self.separation, None, 0)
+        check_per_modality("pitfall.depth", self.depth, None, 0, integer=True)
+        check_per_modality("pitfall.feature_noise", self.feature_noise, None, 0)
+        check_per_modality("pitfall.missing_rate", self.missing_rate, None, 0, below=1)
+        check_choice("pitfall.missing_mechanism", self.missing_mechanism, MISSING_MECHANISMS)
+        check_number("pitfall.missing_strength", self.missing_strength, 0, maximum=1)
+        splits = self.missing_splits
+        if isinstance(splits, str) or not isinstance(splits, Sequence) or any(s not in SPLITS for s in splits):
+            raise ConfigError("pitfall.missing_splits", splits, f"a list with items from {list(SPLITS)}")
+        if self.unique_probs is not None:
+            check_numbers("pitfall.unique_probs", self.unique_probs, None, 0, positive_sum=True)
+
+    def per_modality(self, knob: str, modalities: Sequence[str]) -> list[float]:
+        """Knob ``knob`` with one value per modality of ``modalities`` (the dataset's names, in order); a
+        list of another length is a config error."""
         value = getattr(self, knob)
-        if isinstance(value, (int, float)):
-            return [float(value)] * num_modalities
+        if is_number(value):
+            return [float(value)] * len(modalities)
+        if len(value) != len(modalities):
+            raise ConfigError(f"pitfall.{knob}", value, f"one value, or a list with one per modality "
+                                                        f"({len(modalities)} modalities: {list(modalities)})")
         return [float(v) for v in value]
+
+    def check_real_data(self) -> None:
+        """Refuse interaction structures that only the synthetic generator can make."""
+        if any(is_number(self.interaction.get(k)) and self.interaction[k] > 0 for k in SYNTHETIC_ONLY):
+            raise ConfigError("pitfall.interaction", dict(self.interaction),
+                              "uniqueness and synergy are synthetic-only pitfalls (real data has its own interaction "
+                              "structure); on real data use pitfall=none, modality_difficulty or missing_modality")
 
     def interaction_weights(self) -> list[float]:
         """Mixture weights in the order of ``INTERACTIONS``, summing to 1."""
         w = [float(self.interaction.get(name, 0.0)) for name in INTERACTIONS]
         return [v / sum(w) for v in w]
+
+    def check_modalities(self, modalities: Sequence[str]) -> None:
+        """Every per-modality list of this pitfall has one value per modality of ``modalities``."""
+        for knob in ("noise", "separation", "depth", "feature_noise", "missing_rate"):
+            self.per_modality(knob, modalities)
+        if self.unique_probs is not None:
+            check_numbers("pitfall.unique_probs", self.unique_probs, len(modalities), 0, positive_sum=True)

@@ -19,44 +19,27 @@ for synthetic data and ``feature_noise`` for real data, so they are ignored here
 
 from __future__ import annotations
 
-import zlib
-from typing import Any
-
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from mmal.data.missing import draw_missing_mask
+from mmal.data.missing import pitfall_mask
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
-from mmal.data.pitfall import INTERACTIONS, SPLITS, Pitfall
-
-SYNTHETIC_ONLY = ("uniqueness", "synergy")
-SYNTHETIC_ONLY_PITFALLS = ("uniqueness and synergy are synthetic-only pitfalls (real data has its own interaction "
-                           "structure); on real data use pitfall=none, modality_difficulty or missing_modality")
+from mmal.data.pitfall import SPLITS, Pitfall
+from mmal.errors import ConfigError, is_number
+from mmal.seeding import derive_seed
 
 
-def config_error(key: str, value: Any, allowed: str) -> ValueError:
-    """A ``mmal.config.ConfigError`` (``train.main`` reports it in one line and exits with status 2)."""
-    from mmal.config import ConfigError  # mmal.config imports mmal.data: import at call time
-
-    return ConfigError(key, value, allowed)
-
-
-def check_real_pitfall(pitfall: Pitfall) -> None:
-    """Refuse interaction structures that only the synthetic generator can make."""
-    weights = dict(zip(INTERACTIONS, pitfall.interaction_weights()))
-    if any(weights[name] > 0 for name in SYNTHETIC_ONLY):
-        raise config_error("pitfall.interaction", dict(pitfall.interaction), SYNTHETIC_ONLY_PITFALLS)
-
-
-def per_modality(pitfall: Pitfall, knob: str, names: tuple[str, ...]) -> list[float]:
-    """Knob ``knob`` with one value per modality; a list of the wrong length is a config error."""
-    values = pitfall.per_modality(knob, len(names))
-    if len(values) != len(names):
-        raise config_error(f"pitfall.{knob}", getattr(pitfall, knob),
-                           f"one value, or a list with one per modality ({len(names)}: {list(names)})")
-    return values
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """``dataset.val_fraction`` and ``dataset.test_fraction`` in (0, 1), summing to less than 1."""
+    for key, v in [("dataset.val_fraction", val_fraction), ("dataset.test_fraction", test_fraction)]:
+        if not is_number(v) or not 0 < v < 1:
+            raise ConfigError(key, v, "a number > 0 and < 1")
+    if val_fraction + test_fraction >= 1:
+        total = val_fraction + test_fraction
+        raise ConfigError("dataset.test_fraction", test_fraction,
+                          f"val_fraction + test_fraction = {total:g} must be < 1 (the pool is the rest)")
 
 
 def stratified_split(y: np.ndarray, fractions: list[float], seed: int, key: str = "dataset") -> list[np.ndarray]:
@@ -66,9 +49,10 @@ def stratified_split(y: np.ndarray, fractions: list[float], seed: int, key: str 
     for i, fraction in enumerate(fractions):
         size = round(fraction * len(y))
         try:
-            rest, part = train_test_split(rest, test_size=size, stratify=y[rest], random_state=derive(seed, "split", i))
+            rest, part = train_test_split(rest, test_size=size, stratify=y[rest],
+                                          random_state=derive_seed(seed, "split", i, bits=31))
         except ValueError as err:  # a class with too few samples, or a part larger than what is left
-            raise config_error(key, fraction, f"cannot split {len(y)} rows stratified by class: {err}") from None
+            raise ConfigError(key, fraction, f"cannot split {len(y)} rows stratified by class: {err}") from None
         parts.append(np.sort(part))
     return [np.sort(rest), *parts]
 
@@ -77,7 +61,7 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
                        standardise: bool = True) -> MultimodalDataset:
     """Standardise, add feature noise and draw missing modalities (module docstring), from the raw
     ``pool``/``val``/``test`` splits; each split's ``mask`` is the mask the files bring (all True if none)."""
-    check_real_pitfall(pitfall)
+    pitfall.check_real_data()
     names = splits["pool"].modalities
     x = {s: dict(splits[s].x) for s in SPLITS}  # split -> modality -> (N, D_m)
     for i, m in enumerate(names):
@@ -88,23 +72,18 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
             v = x[s][m].double()
             x[s][m] = ((v - mean) / std if standardise else v).float()
 
-    for m, sigma in zip(names, per_modality(pitfall, "feature_noise", names)):
+    for m, sigma in zip(names, pitfall.per_modality("feature_noise", names)):
         if sigma > 0:
-            g = torch.Generator().manual_seed(derive(seed, "feature_noise", m))  # independent per modality
+            # independent per modality
+            g = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", m, bits=31))
             for s in SPLITS:
                 x[s][m] = x[s][m] + sigma * torch.randn(x[s][m].shape, generator=g)
 
-    rates = per_modality(pitfall, "missing_rate", names)
-    g = torch.Generator().manual_seed(derive(seed, "missing"))
+    g = torch.Generator().manual_seed(derive_seed(seed, "missing", bits=31))
     out = {}
     for s in SPLITS:
-        mask = splits[s].mask
-        if s in pitfall.missing_splits and any(r > 0 for r in rates):
-            hardness = None
-            if pitfall.missing_mechanism == "difficulty":
-                hardness = centroid_distance(x["pool"], splits["pool"], x[s], splits[s].y, num_classes)
-            mask = mask & draw_missing_mask(splits[s].y, rates, pitfall.missing_mechanism, g, num_classes,
-                                            pitfall.missing_strength, hardness)
+        hardness = lambda s=s: centroid_distance(x["pool"], splits["pool"], x[s], splits[s].y, num_classes)  # noqa: E731
+        mask = splits[s].mask & pitfall_mask(pitfall, s, splits[s].y, g, num_classes, names, hardness)
         out[s] = MultimodalData(x=x[s], mask=mask, y=splits[s].y, modalities=names).with_mask(mask)
     return MultimodalDataset(**out, num_classes=num_classes, ground_truth={})
 
@@ -121,8 +100,3 @@ def centroid_distance(pool_x: dict[str, Tensor], pool: MultimodalData, x: dict[s
         columns.append((x[m].double() - centroids[y]).norm(dim=1))
     return torch.stack(columns, dim=1)
 
-
-def derive(seed: int, *keys: str | int) -> int:
-    """A 31-bit seed for one purpose, independent across purposes and modalities."""
-    words = [seed, *(zlib.crc32(str(k).encode()) for k in keys)]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)

@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmal.data.missing import draw_missing_mask
+from mmal.data.missing import pitfall_mask
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.data.pitfall import SPLITS, Pitfall
+from mmal.errors import ConfigError, check_int, check_numbers, is_int
 
 LEAKY_SLOPE = 0.2
 
@@ -77,7 +78,9 @@ def make_synthetic(
         bayes_samples: Monte Carlo draws for the ground-truth Bayes accuracies.
     """
     modalities = dict(modalities or {"a": 32, "b": 32})
+    _check_sizes(num_samples, num_val, num_test, num_classes, modalities, nuisance_dim, class_weights, bayes_samples)
     names = tuple(modalities)
+    pitfall.check_modalities(names)
     num_modalities = len(names)
     latent_dim = num_classes + nuisance_dim
     seeds = np.random.SeedSequence(seed).generate_state(3)  # world, samples, Bayes estimate
@@ -85,14 +88,14 @@ def make_synthetic(
 
     weights = torch.ones(num_classes) if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
     uprobs = pitfall.unique_probs or [1.0] * num_modalities
-    depth = [int(d) for d in pitfall.per_modality("depth", num_modalities)]
+    depth = [int(d) for d in pitfall.per_modality("depth", names)]
     world = _World(
         num_classes=num_classes,
         class_weights=weights.double() / weights.sum(),
         interaction=torch.tensor(pitfall.interaction_weights(), dtype=torch.float64),
         unique_probs=torch.tensor(uprobs, dtype=torch.float64) / sum(uprobs),
-        separation=pitfall.per_modality("separation", num_modalities),
-        noise=pitfall.per_modality("noise", num_modalities),
+        separation=pitfall.per_modality("separation", names),
+        noise=pitfall.per_modality("noise", names),
         prototypes=[_orthonormal_rows(num_classes, latent_dim, g) for _ in names],
         maps=[_random_map(latent_dim, modalities[m], depth[i], g) for i, m in enumerate(names)],
     )
@@ -104,22 +107,15 @@ def make_synthetic(
     # Standardise each feature with pool statistics (an affine map: no information is lost).
     x = [(v - v[:num_samples].mean(0)) / v[:num_samples].std(0).clamp_min(1e-6) for v in x]
 
-    rates = pitfall.per_modality("missing_rate", num_modalities)
     splits, start = {}, 0
     for split in SPLITS:
         rows = slice(start, start + sizes[split])
         start += sizes[split]
-        n = sizes[split]
-        if split in pitfall.missing_splits and any(r > 0 for r in rates):
-            hardness = None
-            if pitfall.missing_mechanism == "difficulty":
-                hardness = torch.stack(
-                    [1 - _unimodal_posterior(world, i, z[i][rows]).gather(1, y[rows, None])[:, 0]
-                     for i in range(num_modalities)], dim=1)  # (n, M)
-            mask = draw_missing_mask(y[rows], rates, pitfall.missing_mechanism, g, num_classes,
-                                     pitfall.missing_strength, hardness)
-        else:
-            mask = torch.ones(n, num_modalities, dtype=torch.bool)
+        mask = torch.ones(sizes[split], num_modalities, dtype=torch.bool)
+        hardness = lambda rows=rows: torch.stack(  # noqa: E731  (n, M): 1 - posterior of the true class
+            [1 - _unimodal_posterior(world, i, z[i][rows]).gather(1, y[rows, None])[:, 0]
+             for i in range(num_modalities)], dim=1)
+        mask = mask & pitfall_mask(pitfall, split, y[rows], g, num_classes, names, hardness)
         data = MultimodalData(
             x={m: x[i][rows] for i, m in enumerate(names)},
             mask=mask,
@@ -132,6 +128,24 @@ def make_synthetic(
     return MultimodalDataset(
         **splits, num_classes=num_classes, ground_truth=bayes_accuracy(world, bayes_samples, int(seeds[2]), names)
     )
+
+
+def _check_sizes(num_samples: int, num_val: int, num_test: int, num_classes: int, modalities: dict[str, int],
+                 nuisance_dim: int, class_weights: list[float] | None, bayes_samples: int) -> None:
+    for key, value in [("num_samples", num_samples), ("num_val", num_val), ("num_test", num_test),
+                       ("bayes_samples", bayes_samples)]:
+        check_int(f"dataset.{key}", value, 1)
+    check_int("dataset.num_classes", num_classes, 2)
+    check_int("dataset.nuisance_dim", nuisance_dim, 0)
+    if len(modalities) < 2:
+        raise ConfigError("dataset.modalities", modalities, "a mapping name -> dim with >= 2 modalities")
+    latent = num_classes + nuisance_dim
+    for name, dim in modalities.items():
+        if not is_int(dim) or dim < latent:
+            raise ConfigError(f"dataset.modalities.{name}", dim,
+                              f"an integer >= num_classes + nuisance_dim = {latent} (the map must be injective)")
+    if class_weights is not None:
+        check_numbers("dataset.class_weights", class_weights, num_classes, 0, positive_sum=True)
 
 
 def bayes_accuracy(world: _World, num_draws: int, seed: int, names: tuple[str, ...]) -> dict[str, float]:

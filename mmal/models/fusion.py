@@ -22,9 +22,13 @@ from mmal.models.encoders import mlp
 
 
 class Fusion(nn.Module):
-    """Base class. ``raw_inputs=True`` asks the classifier for inputs instead of encoder embeddings."""
+    """Base class. Capabilities are declared as class attributes, read by the classifier:
+    ``raw_inputs`` (the fusion wants the masked inputs, not encoder embeddings) and ``modality_logits``
+    (its logits are the mean of per-modality logits, so masking all but one modality gives that
+    modality's own prediction)."""
 
     raw_inputs: ClassVar[bool] = False
+    modality_logits: ClassVar[bool] = False
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -110,6 +114,8 @@ class LateFusion(Fusion):
     zeros, i.e. a uniform prediction). The fused output is the input of the heads' last linear layers,
     concatenated over modalities and divided by the number present: the logits are linear in it, as
     for every other fusion (gradient embeddings rely on that)."""
+
+    modality_logits = True
 
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 0,
                  dropout: float = 0.1):

@@ -1,5 +1,5 @@
 from mmal.query.badge import Badge
-from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, has_modality_predictions, top_k
+from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, Selection, top_k, top_unexcluded
 from mmal.query.bmmal import BMMAL
 from mmal.query.coreset import Coreset, MultimodalCoreset
 from mmal.query.deepfool import DeepFool
@@ -12,4 +12,4 @@ from mmal.query.uncertainty import BALD, Entropy, LeastConfidence, Margin
 
 __all__ = ["BALD", "BMMAL", "Badge", "Coreset", "DeepFool", "Disagreement", "Entropy", "GapSplit", "KMeansSampling",
            "LeastConfidence", "Margin", "ModalityEntropy", "MultimodalCoreset", "QueryContext", "QueryStrategy",
-           "RandomSampling", "ScoringStrategy", "TypiClust", "has_modality_predictions", "top_k"]
+           "RandomSampling", "ScoringStrategy", "Selection", "TypiClust", "top_k", "top_unexcluded"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmal.query.base import QueryContext, QueryStrategy
+from mmal.query.base import QueryContext, QueryStrategy, Selection
 from mmal.query.selection import kmeanspp_factored
 
 
@@ -20,6 +20,7 @@ class Badge(QueryStrategy):
     """k-means++ seeding over the unlabeled gradient embeddings (p - onehot(y_hat)) ⊗ fused, never
     materialised: each step costs O(N (C + D))."""
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         pred = ctx.predict()
-        return kmeanspp_factored(gradient_factor(pred.probs), pred.fused, k, ctx.generator, candidates=~ctx.labeled)
+        return Selection(kmeanspp_factored(gradient_factor(pred.probs), pred.fused, k, ctx.generator,
+                                           candidates=~ctx.labeled))

@@ -3,11 +3,15 @@
 A strategy gets a ``QueryContext`` (the trained model, the pool, which pool rows are labeled, the
 trainer for batched inference, a seeded generator) and returns the pool positions to label:
 
-    strategy.select(ctx, k) -> LongTensor[k]   # distinct, unlabeled pool positions
+    strategy.select(ctx, k) -> Selection     # .indices: k distinct, unlabeled pool positions (LongTensor)
+                                             # .statistics: numbers about the batch, logged with it
 
 Scoring strategies (entropy, margin, BALD, ...) subclass ``ScoringStrategy`` and only write
 ``score(ctx) -> Tensor[N_pool]``; the base class takes the top k among the unlabeled rows with seeded
 random tie-breaks. Batch strategies (coreset, k-means, BADGE, BMMAL, ...) override ``select``.
+A strategy checks its hyperparameters in its constructor (``mmal.errors``, keys ``query.<name>``) and
+declares what it needs of the model in ``needs`` (``MultimodalClassifier.capabilities``), which the run
+checks before any work.
 
 What the context offers, all on the whole pool (row i = pool position i, labeled rows included):
 ``ctx.predict()`` probabilities, the fused embedding (input of the final linear layer) and the
@@ -25,13 +29,7 @@ from torch import Tensor
 
 from mmal.data.multimodal import MultimodalData
 from mmal.models.classifier import MultimodalClassifier
-from mmal.models.fusion import LateFusion
 from mmal.training import Predictions, Trainer
-
-
-def has_modality_predictions(model: MultimodalClassifier) -> bool:
-    """Whether the model makes a prediction from each modality on its own (auxiliary heads or late fusion)."""
-    return model.aux_heads is not None or isinstance(model.fusion, LateFusion)
 
 
 @dataclass
@@ -66,7 +64,7 @@ class QueryContext:
         pred = self.predict()
         if pred.aux_probs is not None:
             return pred.aux_probs
-        if not has_modality_predictions(self.model):
+        if "modality_predictions" not in self.model.capabilities:
             raise ValueError("per-modality predictions need fusion=late or model.aux_heads=true")
         eye = torch.eye(self.pool.mask.shape[1], dtype=torch.bool, device=self.pool.mask.device)
         return torch.stack([self.predict(self.pool.mask & eye[m]).probs for m in range(eye.shape[0])], dim=1)
@@ -85,18 +83,25 @@ class QueryContext:
         return int(torch.randint(2**31 - 1, (1,), generator=self.generator))
 
 
-class QueryStrategy:
-    """Base class: ``select(ctx, k)`` returns k distinct unlabeled pool positions (LongTensor[k]).
+@dataclass
+class Selection:
+    """What a strategy picked: ``indices`` (k,) distinct unlabeled pool positions, and ``statistics``,
+    numbers about this batch (e.g. how it was split, ``query/share/<m>``), logged with the cycle."""
 
-    ``needs_modality_predictions``: the strategy reads ``ctx.modality_probs()``, so the model must have
-    auxiliary heads or late fusion (checked when the run is configured).
-    ``statistics``: numbers about the last selection (e.g. how a batch was split), logged with the batch.
+    indices: Tensor
+    statistics: dict[str, float] = field(default_factory=dict)
+
+
+class QueryStrategy:
+    """Base class: ``select(ctx, k)`` returns a ``Selection`` of k distinct unlabeled pool positions.
+
+    ``needs``: capabilities the strategy requires of the model, from ``modality_predictions`` (it reads
+    ``ctx.modality_probs()``) and ``dropout`` (it reads ``ctx.mc_dropout``); checked before any work.
     """
 
-    needs_modality_predictions: bool = False
-    statistics: dict[str, float] = {}  # never mutated: a strategy that reports assigns a new dict in select
+    needs: frozenset[str] = frozenset()
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         raise NotImplementedError
 
 
@@ -109,12 +114,9 @@ class ScoringStrategy(QueryStrategy):
         """One score per pool row, (N_pool,)."""
         raise NotImplementedError
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
-        candidates = ctx.unlabeled
-        scores = self.score(ctx)[candidates].float().cpu()
-        if not self.higher_is_better:
-            scores = -scores
-        return candidates[top_k(scores, k, ctx.generator).to(candidates.device)]
+    def select(self, ctx: QueryContext, k: int) -> Selection:
+        scores = self.score(ctx)
+        return Selection(top_unexcluded(scores if self.higher_is_better else -scores, ctx.labeled, k, ctx.generator))
 
 
 def top_k(scores: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -122,3 +124,10 @@ def top_k(scores: Tensor, k: int, generator: torch.Generator) -> Tensor:
     shuffle = torch.randperm(scores.shape[0], generator=generator)
     order = torch.sort(scores[shuffle], descending=True, stable=True).indices
     return shuffle[order[:k]]
+
+
+def top_unexcluded(scores: Tensor, excluded: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """The k highest-scoring pool rows (``scores`` (N,)) that are not ``excluded`` (N,) bool, fewer if fewer
+    remain; ties in a seeded random order."""
+    candidates = (~excluded).nonzero().squeeze(1)
+    return candidates[top_k(scores[candidates].float().cpu(), k, generator).to(candidates.device)]

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from mmal.metrics.modality import shapley_values, subsets
 from mmal.query.badge import gradient_factor
-from mmal.query.base import QueryContext, QueryStrategy
+from mmal.query.base import QueryContext, QueryStrategy, Selection
 from mmal.query.selection import kmeanspp_factored
 
 
@@ -42,8 +42,9 @@ class BMMAL(QueryStrategy):
     with h_m modality m's encoder embedding and w_m its contribution weight. This is exact for a linear head
     over concatenated embeddings (BMMAL's architecture); for other heads h_m stands in for the head input."""
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         pred = ctx.predict()
         weights = contribution_weights(modality_contributions(ctx))  # (N, M)
         scaled = torch.cat([w[:, None] * e for w, e in zip(weights.T, pred.embeddings)], dim=1)
-        return kmeanspp_factored(gradient_factor(pred.probs), scaled, k, ctx.generator, candidates=~ctx.labeled)
+        return Selection(kmeanspp_factored(gradient_factor(pred.probs), scaled, k, ctx.generator,
+                                           candidates=~ctx.labeled))

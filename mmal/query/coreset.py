@@ -6,15 +6,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmal.query.base import QueryContext, QueryStrategy
+from mmal.query.base import QueryContext, QueryStrategy, Selection
 from mmal.query.selection import kcenter_greedy
 
 
 class Coreset(QueryStrategy):
     """k-center greedy on the fused embedding, the labeled samples as initial centres."""
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
-        return kcenter_greedy(ctx.predict().fused, ctx.labeled, k, ctx.generator)
+    def select(self, ctx: QueryContext, k: int) -> Selection:
+        return Selection(kcenter_greedy(ctx.predict().fused, ctx.labeled, k, ctx.generator))
 
 
 def balanced_modality_embedding(embeddings: list[Tensor], mask: Tensor) -> Tensor:
@@ -32,6 +32,6 @@ class MultimodalCoreset(QueryStrategy):
     """k-center greedy on the concatenated per-modality embeddings, each scaled to unit average norm, so
     that a modality with large embeddings cannot dominate the coverage."""
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         points = balanced_modality_embedding(ctx.predict().embeddings, ctx.pool.mask)
-        return kcenter_greedy(points, ctx.labeled, k, ctx.generator)
+        return Selection(kcenter_greedy(points, ctx.labeled, k, ctx.generator))

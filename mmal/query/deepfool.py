@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmal.errors import check_int, check_number
 from mmal.query.base import QueryContext, ScoringStrategy
 
 
@@ -21,9 +22,9 @@ class DeepFool(ScoringStrategy):
     higher_is_better = False
 
     def __init__(self, max_iter: int = 10, overshoot: float = 0.02, batch_size: int = 1024):
-        self.max_iter = max_iter
-        self.overshoot = overshoot
-        self.batch_size = batch_size
+        self.max_iter = check_int("query.max_iter", max_iter, 1)
+        self.overshoot = check_number("query.overshoot", overshoot, 0)
+        self.batch_size = check_int("query.batch_size", batch_size, 1)
 
     def score(self, ctx: QueryContext) -> Tensor:
         pool, model = ctx.pool, ctx.model

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmal.query.base import QueryContext, QueryStrategy, top_k
+from mmal.errors import check_choice, check_number
+from mmal.query.base import QueryContext, QueryStrategy, Selection, top_unexcluded
 from mmal.query.uncertainty import margin
 
 WITHIN = ("joint", "margin")  # how a trailing modality's share is picked (GapSplit)
@@ -54,15 +55,14 @@ class GapSplit(QueryStrategy):
         coverage: count labeled-set coverage in each modality's quality.
     """
 
-    needs_modality_predictions = True
+    needs = frozenset({"modality_predictions"})
 
     def __init__(self, scale: float = 1.0, within: str = "joint", coverage: bool = True):
-        if within not in WITHIN:
-            raise ValueError(f"query.within={within!r}: one of {list(WITHIN)}")
-        self.scale, self.within, self.coverage = scale, within, coverage
-        self.statistics: dict[str, float] = {}
+        self.scale = check_number("query.scale", scale, 0)
+        self.within = check_choice("query.within", within, WITHIN)
+        self.coverage = check_choice("query.coverage", coverage, [True, False])
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         probs, modality_probs, present = ctx.predict().probs, ctx.modality_probs(), ctx.pool.mask
         quality = modality_agreement(probs, modality_probs, present & ~ctx.labeled[:, None])
         if self.coverage and ctx.labeled.any():
@@ -72,16 +72,11 @@ class GapSplit(QueryStrategy):
         for m in sorted(range(len(shares)), key=lambda m: -shares[m]):  # the largest share picks first
             if shares[m]:
                 uncertain = margin(modality_probs[:, m]) + (margin(probs) if self.within == "joint" else 0)
-                per_modality[m] = _top(-uncertain, taken | ~present[:, m], shares[m], ctx)
+                per_modality[m] = top_unexcluded(-uncertain, taken | ~present[:, m], shares[m], ctx.generator)
                 taken[per_modality[m]] = True
-        fused = _top(-margin(probs), taken, k - sum(len(p) for p in per_modality.values()), ctx)
+        fused = top_unexcluded(-margin(probs), taken, k - sum(len(p) for p in per_modality.values()), ctx.generator)
         names = ctx.pool.modalities
-        self.statistics = {**{f"query/quality/{n}": float(q) for n, q in zip(names, quality)},
-                           **{f"query/share/{n}": len(per_modality.get(m, ())) / k for m, n in enumerate(names)}}
-        return torch.cat([*per_modality.values(), fused])
+        statistics = {**{f"query/quality/{n}": float(q) for n, q in zip(names, quality)},
+                      **{f"query/share/{n}": len(per_modality.get(m, ())) / k for m, n in enumerate(names)}}
+        return Selection(torch.cat([*per_modality.values(), fused]), statistics)
 
-
-def _top(score: Tensor, excluded: Tensor, k: int, ctx: QueryContext) -> Tensor:
-    """The k highest-scoring pool rows not ``excluded`` (fewer if fewer remain), ties in seeded random order."""
-    candidates = (~excluded).nonzero().squeeze(1)
-    return candidates[top_k(score[candidates].float().cpu(), k, ctx.generator).to(candidates.device)]

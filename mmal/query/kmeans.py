@@ -6,7 +6,8 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
-from mmal.query.base import QueryContext, QueryStrategy
+from mmal.errors import check_int
+from mmal.query.base import QueryContext, QueryStrategy, Selection
 
 
 def nearest_distinct(points: Tensor, centroids: Tensor, chunk: int = 128) -> Tensor:
@@ -31,12 +32,12 @@ class KMeansSampling(QueryStrategy):
     """
 
     def __init__(self, max_iter: int = 100):
-        self.max_iter = max_iter
+        self.max_iter = check_int("query.max_iter", max_iter, 1)
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         candidates = ctx.unlabeled
         points = ctx.predict().fused[candidates]
         kmeans = KMeans(n_clusters=k, n_init=1, max_iter=self.max_iter, random_state=ctx.random_state())
         kmeans.fit(points.cpu().numpy())
         centroids = torch.as_tensor(kmeans.cluster_centers_, dtype=points.dtype, device=points.device)
-        return candidates[nearest_distinct(points, centroids)]
+        return Selection(candidates[nearest_distinct(points, centroids)])

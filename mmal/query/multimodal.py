@@ -15,7 +15,7 @@ class ModalityEntropy(ScoringStrategy):
     """Highest mean entropy of the per-modality predictions, over the modalities present in the sample
     (a sample with none present scores the entropy of a uniform prediction)."""
 
-    needs_modality_predictions = True
+    needs = frozenset({"modality_predictions"})
 
     def score(self, ctx: QueryContext) -> Tensor:
         probs = ctx.modality_probs()  # (N, M, C)
@@ -28,7 +28,7 @@ class Disagreement(ScoringStrategy):
     """Highest generalised Jensen-Shannon divergence between the per-modality predictions of the present
     modalities: H(mean_m p_m) - mean_m H(p_m). Zero for a sample with fewer than two modalities."""
 
-    needs_modality_predictions = True
+    needs = frozenset({"modality_predictions"})
 
     def score(self, ctx: QueryContext) -> Tensor:
         probs = ctx.modality_probs()  # (N, M, C)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from mmal.query.base import QueryContext, QueryStrategy
+from mmal.query.base import QueryContext, QueryStrategy, Selection
 
 
 class RandomSampling(QueryStrategy):
     """k unlabeled pool samples drawn uniformly without replacement."""
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         candidates = ctx.unlabeled
-        return candidates[torch.randperm(len(candidates), generator=ctx.generator)[:k].to(candidates.device)]
+        return Selection(candidates[torch.randperm(len(candidates), generator=ctx.generator)[:k].to(candidates.device)])

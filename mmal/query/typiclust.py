@@ -7,7 +7,8 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
-from mmal.query.base import QueryContext, QueryStrategy
+from mmal.errors import check_int
+from mmal.query.base import QueryContext, QueryStrategy, Selection
 
 
 def typicality(points: Tensor, neighbors: int, chunk: int = 2048) -> Tensor:
@@ -31,11 +32,11 @@ class TypiClust(QueryStrategy):
     """
 
     def __init__(self, max_clusters: int = 500, min_cluster_size: int = 5, neighbors: int = 20):
-        self.max_clusters = max_clusters
-        self.min_cluster_size = min_cluster_size
-        self.neighbors = neighbors
+        self.max_clusters = check_int("query.max_clusters", max_clusters, 1)
+        self.min_cluster_size = check_int("query.min_cluster_size", min_cluster_size, 1)
+        self.neighbors = check_int("query.neighbors", neighbors, 1)
 
-    def select(self, ctx: QueryContext, k: int) -> Tensor:
+    def select(self, ctx: QueryContext, k: int) -> Selection:
         points = ctx.predict().fused
         n_clusters = min(int(ctx.labeled.sum()) + k, self.max_clusters, len(points))
         kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=ctx.random_state())
@@ -60,4 +61,4 @@ class TypiClust(QueryStrategy):
             pick = members[score.argmax()]
             picks.append(pick)
             taken[pick] = True
-        return torch.stack(picks)
+        return Selection(torch.stack(picks))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmal.errors import check_int
 from mmal.query.base import QueryContext, ScoringStrategy
 
 
@@ -55,8 +56,10 @@ class BALD(ScoringStrategy):
         mc_samples: number of stochastic forward passes T.
     """
 
+    needs = frozenset({"dropout"})
+
     def __init__(self, mc_samples: int = 20):
-        self.mc_samples = mc_samples
+        self.mc_samples = check_int("query.mc_samples", mc_samples, 1)
 
     def score(self, ctx: QueryContext) -> Tensor:
         return mutual_information(ctx.mc_dropout(self.mc_samples))

@@ -1,0 +1,63 @@
+"""The seam for training-side methods: what a method may change in ``Trainer.fit`` without copying it.
+
+A method subclasses ``TrainingHook`` and overrides what it needs; every call defaults to doing nothing.
+Per training step the trainer calls, in order of its hooks:
+
+    loss(model, out, batch) -> Tensor | None   a term added to the cross-entropy of the fused logits
+    after_backward(model, out, batch)          after backward, before the optimizer step: modulate grads
+
+and once per ``fit``, ``start(model, optimizer, total_steps)`` (reset state, set up a schedule: every
+call sees ``batch.step``). The auxiliary-head loss below is the first user of this seam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmal.models.classifier import ModelOutput
+
+
+@dataclass
+class Batch:
+    """One training batch: inputs per modality (B, *shape), presence mask (B, M), labels (B,), and the
+    step's index within this ``fit`` (0 .. total_steps - 1)."""
+
+    x: dict[str, Tensor]
+    mask: Tensor
+    y: Tensor
+    step: int
+
+
+class TrainingHook:
+    """A training method inside ``Trainer.fit`` (module docstring)."""
+
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        """Called once before the first step of a ``fit``."""
+
+    def loss(self, model: nn.Module, out: ModelOutput, batch: Batch) -> Tensor | None:
+        """A loss term added to the cross-entropy (None: none); computed under the trainer's autocast."""
+        return None
+
+    def after_backward(self, model: nn.Module, out: ModelOutput, batch: Batch) -> None:
+        """Gradients are in ``p.grad``; change them before the optimizer step (e.g. scale a modality's)."""
+
+
+class AuxiliaryHeadLoss(TrainingHook):
+    """``weight`` x the mean cross-entropy of the auxiliary per-modality heads (as in BMMAL), over the
+    (sample, modality) pairs where the modality is present: a missing modality never teaches its head.
+    Nothing for a model without auxiliary heads or with ``weight=0``."""
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def loss(self, model: nn.Module, out: ModelOutput, batch: Batch) -> Tensor | None:
+        if out.aux_logits is None or self.weight <= 0:
+            return None
+        targets = batch.y.repeat_interleave(batch.mask.shape[1])  # (B * M,) matches aux_logits (B, M, C) flattened
+        per = F.cross_entropy(out.aux_logits.float().flatten(0, 1), targets, reduction="none")
+        keep = batch.mask.flatten().float()
+        return self.weight * (per * keep).sum() / keep.sum().clamp_min(1)
