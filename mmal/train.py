@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +20,29 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mmal.schema  # noqa: F401  (registers the typed configs before Hydra composes)
 from mmal.checkpoint import fingerprint, load_state
 from mmal.config import check_budget, check_optimized_metric, check_strategy
+from mmal.data import MultimodalDataset
 from mmal.errors import ConfigError
-from mmal.log import RunLog
+from mmal.log import RunLog, Sink
 from mmal.loop import run_active_learning
+from mmal.models import MultimodalClassifier
 from mmal.protocol import ALProtocol
+from mmal.query import QueryStrategy
+from mmal.training import Trainer
 
 log = logging.getLogger("mmal")
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a config node; a ``ConfigError`` from the component's constructor comes out as itself,
-    not wrapped in Hydra's ``InstantiationException``."""
+    """Instantiate a config node after checking that each of its keys is a parameter of its target (and of
+    every nested target's); a ``ConfigError`` from a constructor comes out as itself, not wrapped in
+    Hydra's ``InstantiationException``."""
+    check_keys(node, node._get_full_key(None))
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -42,11 +51,43 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None) -> dict[str, Any]:
-    """Run one experiment from a composed config, writing into ``run_dir``; returns the summary.
-    ``name`` and ``group`` label the run for the external logger."""
-    # Every component checks its own arguments as it is built: all of them before the data, the data
-    # before the model (which needs its shapes), and nothing is written before all of it passes.
+def check_keys(node: DictConfig, prefix: str) -> None:
+    """Refuse a key that the node's ``_target_`` does not take (``+query.mc_sample=5``), here and in nested
+    nodes; a target that takes ``**kwargs`` takes any key. Hydra's typed groups refuse unknown keys at
+    composition already (``mmal.schema``); this covers every other group."""
+    target = node.get("_target_")
+    if isinstance(target, str):
+        try:
+            params = inspect.signature(get_object(target)).parameters
+        except (ImportError, AttributeError, ValueError) as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"{prefix}._target_", target, f"an importable class or function ({reason})") from None
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            for key in node:
+                if not key.startswith("_") and key not in params:
+                    allowed = f"not a parameter of {target}: one of {list(params)}"
+                    raise ConfigError(f"{prefix}.{key}", node[key], allowed)
+    for key, child in node.items_ex(resolve=False):
+        if isinstance(child, DictConfig):
+            check_keys(child, f"{prefix}.{key}")
+
+
+@dataclass
+class Experiment:
+    """Every component of one run, built from a composed config and checked (``prepare``)."""
+
+    data: MultimodalDataset
+    build_model: Callable[[], MultimodalClassifier]
+    trainer: Trainer
+    strategy: QueryStrategy
+    protocol: ALProtocol
+    sink: Sink
+
+
+def prepare(cfg: DictConfig) -> Experiment:
+    """Build every component of ``cfg``, each checking its own arguments, then the rules that cross groups;
+    raises ``ConfigError`` at the first bad value. Nothing is written: this is all a run does before work.
+    The components without data come first, then the data, then the model (which needs its shapes)."""
     check_optimized_metric(cfg)
     pitfall = build(cfg.pitfall, _convert_="all")
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
@@ -55,10 +96,17 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
     sink = build(cfg.logger)
     data = build(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
     check_budget(protocol, len(data.pool))
-    build_model = functools.partial(build(cfg.model, _convert_="all"), dims=data.dims, num_classes=data.num_classes,
+    build_model = functools.partial(build(cfg.model, _convert_="all"), shapes=data.shapes,
+                                    num_classes=data.num_classes,
                                     fusion=build(cfg.fusion, _convert_="all"))
     check_strategy(cfg, strategy, build_model())
+    return Experiment(data, build_model, trainer, strategy, protocol, sink)
 
+
+def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None) -> dict[str, Any]:
+    """Run one experiment from a composed config, writing into ``run_dir``; returns the summary.
+    ``name`` and ``group`` label the run for the external logger."""
+    exp = prepare(cfg)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resume = load_state(run_dir)
     if resume is not None and resume["fingerprint"] != fingerprint(config):
@@ -69,15 +117,16 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
         return resume["summary"]
     if resume is not None:
         log.info("resuming after cycle %d: %s", resume["cycle"], run_dir)
-    sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
+    exp.sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
+    data = exp.data
     log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
-             len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, trainer.device)
+             len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
     try:
-        run_log = RunLog(run_dir, sink, records=resume["records"] if resume else [])
-        return run_active_learning(data, build_model, trainer, strategy, run_log, protocol, seed=cfg.seed,
-                                   resume=resume, fingerprint=fingerprint(config))
+        run_log = RunLog(run_dir, exp.sink, records=resume["records"] if resume else [])
+        return run_active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log, exp.protocol,
+                                   seed=cfg.seed, resume=resume, fingerprint=fingerprint(config))
     except BaseException:
-        sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
+        exp.sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
         raise
 
 

