@@ -29,10 +29,25 @@ from scipy import stats  # noqa: E402
 
 from mmal.log import read_jsonl  # noqa: E402
 from mmal.metrics import aubc  # noqa: E402
+from mmal.metrics.names import (  # noqa: E402
+    ACC,
+    BAYES_ACC,
+    BAYES_ACC_ALL,
+    FINAL_PREFIX,
+    GAP_PROBE,
+    GAP_SHAPLEY,
+    GROUND_TRUTH_PREFIX,
+    N_LABELED,
+    PROBE_ACC,
+    PROBE_GAIN,
+    aubc_key,
+    per_modality,
+    prefix,
+)
 
 # Summary keys in the tables, and whether higher is better.
-METRICS = {"aubc/acc": True, "aubc/gap_probe": False, "aubc/gap_shapley": False, "final/acc": True}
-COMPARED = {"aubc/acc": True, "aubc/gap_probe": False}  # the pairwise comparison
+METRICS = {aubc_key(ACC): True, aubc_key(GAP_PROBE): False, aubc_key(GAP_SHAPLEY): False, FINAL_PREFIX + ACC: True}
+COMPARED = {aubc_key(ACC): True, aubc_key(GAP_PROBE): False}  # the pairwise comparison
 
 
 @dataclass
@@ -194,11 +209,11 @@ def focus_section(jobs: list[Job], focus: str, alpha: float) -> list[str]:
           f"**better** / *worse*: significant at p < {alpha} in {focus}'s favour / against it; · no significant "
           "difference. The `best` marks the other strategy with the best mean on that metric.", ""]
     tables = {key: by_setting(jobs, key) for key in COMPARED}
-    for setting in sorted(tables["aubc/acc"]):
+    for setting in sorted(tables[aubc_key(ACC)]):
         values = {key: table[setting] for key, table in tables.items()}
-        if focus not in values["aubc/acc"]:
+        if focus not in values[aubc_key(ACC)]:
             continue
-        others = sorted(s for s in values["aubc/acc"] if s != focus)
+        others = sorted(s for s in values[aubc_key(ACC)] if s != focus)
         best = {key: (max if higher else min)(others, key=lambda s: np.mean(list(values[key][s].values())))
                 for key, higher in COMPARED.items() if others}
         md += [f"**{setting}**", "", "| other | " + " | ".join(f"{key} of other | {focus} − other" for key in COMPARED)
@@ -219,7 +234,8 @@ def focus_section(jobs: list[Job], focus: str, alpha: float) -> list[str]:
 def bayes_gap(summary: dict[str, Any]) -> float:
     """Max minus min over modalities of the best achievable unimodal accuracy (NaN without ground truth):
     the probe gap a model whose every representation were perfect would still show."""
-    bayes = [v for k, v in summary.items() if k.startswith("ground_truth/bayes_acc/") and not k.endswith("/all")]
+    bayes = [v for k, v in summary.items()
+             if k.startswith(GROUND_TRUTH_PREFIX + prefix(BAYES_ACC)) and k != GROUND_TRUTH_PREFIX + BAYES_ACC_ALL]
     return max(bayes) - min(bayes) if len(bayes) > 1 else math.nan
 
 
@@ -231,12 +247,12 @@ def closable_section(jobs: list[Job]) -> list[str]:
         return []
     md = ["", "## How much of the probe gap is closable (data with known Bayes accuracies)", "",
           "Bayes gap = max − min over modalities of the best achievable unimodal accuracy; excess = "
-          "`aubc/gap_probe` − Bayes gap (mean ± std over seeds). Only the excess can shrink; a negative excess "
-          "means the strongest modality's probe also falls short of its Bayes accuracy.", "",
-          "| setting | strategy | Bayes gap | aubc/gap_probe | excess |", "|---|---|---|---|---|"]
+          f"`{aubc_key(GAP_PROBE)}` − Bayes gap (mean ± std over seeds). Only the excess can shrink; a negative "
+          "excess means the strongest modality's probe also falls short of its Bayes accuracy.", "",
+          f"| setting | strategy | Bayes gap | {aubc_key(GAP_PROBE)} | excess |", "|---|---|---|---|---|"]
     for (setting, strategy), members in grouped(done):
         floor = np.array([bayes_gap(j.summary) for j in members])
-        gap = np.array([j.summary["aubc/gap_probe"] for j in members])
+        gap = np.array([j.summary[aubc_key(GAP_PROBE)] for j in members])
         excess, spread = mean_std(gap - floor)
         md.append(f"| {setting} | {strategy} | {floor.mean():.4f} | {gap.mean():.4f} | {excess:+.4f} ± {spread:.4f} |")
     return md
@@ -247,16 +263,17 @@ def modality_section(jobs: list[Job]) -> list[str]:
     logged (mean ± std over seeds, from the per-cycle records). A gap (max - min) also shrinks when the
     strongest modality gets worse; this table tells which it was."""
     done = [j for j in jobs if j.summary is not None and j.records]
-    keys = sorted({k for j in done for k in j.records[-1] if k.startswith(("probe_acc/", "probe_gain/"))})
+    keys = sorted({k for j in done for k in j.records[-1] if k.startswith((prefix(PROBE_ACC), prefix(PROBE_GAIN)))})
     if not keys:
         return []
     md = ["", "## Each modality's probe accuracy (AUBC, mean ± std over seeds)", "",
-          "`probe_gain/<m>` is the probe accuracy minus that of the same probe on the untrained encoder.", "",
+          f"`{per_modality(PROBE_GAIN, '<m>')}` is the probe accuracy minus that of the same probe on the untrained "
+          "encoder.", "",
           "| setting | strategy | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for (setting, strategy), members in grouped(done):
         cells = []
         for key in keys:
-            mean, spread = mean_std([aubc([r["n_labeled"] for r in j.records], [r.get(key, np.nan) for r in j.records])
+            mean, spread = mean_std([aubc([r[N_LABELED] for r in j.records], [r.get(key, np.nan) for r in j.records])
                                      for j in members])
             cells.append(f"{mean:.4f} ± {spread:.4f}")
         md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
@@ -342,13 +359,13 @@ def _pairwise_section(jobs: list[Job], key: str, higher: bool, alpha: float, out
 
 def _plot_curves(jobs: list[Job], setting: str, out: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, ylabel in [(axes[0], "acc", "test accuracy"), (axes[1], "gap/probe", "modality gap (probe accuracy)")]:
+    for ax, key, ylabel in [(axes[0], ACC, "test accuracy"), (axes[1], GAP_PROBE, "modality gap (probe accuracy)")]:
         by_strategy: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_strategy[job.strategy].append(job)
         for strategy, members in sorted(by_strategy.items()):
             length = min(len(j.records) for j in members)
-            x = [r["n_labeled"] for r in members[0].records[:length]]
+            x = [r[N_LABELED] for r in members[0].records[:length]]
             values = np.array([[r[key] for r in j.records[:length]] for j in members])
             mean, half = mean_ci(values)
             ax.plot(x, mean, marker=".", label=f"{strategy} (n={len(members)})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from mmal.errors import ConfigError, check_choice
+from mmal.metrics import names
 from mmal.models.classifier import MultimodalClassifier
 from mmal.protocol import ALProtocol
 from mmal.query.base import QueryStrategy
@@ -17,7 +18,7 @@ CAPABILITY_HINTS = {
     "dropout": "MC dropout needs dropout > 0: set model.encoder.dropout or fusion.dropout",
 }
 # Summary keys a sweep may optimise besides final/<metric> (mmal.loop.summarise).
-OPTIMIZABLE = ("aubc/acc", "aubc/macro_f1", "aubc/gap_unimodal", "aubc/gap_probe", "aubc/gap_shapley")
+OPTIMIZABLE = tuple(names.aubc_key(m) for m in names.AUBC_METRICS)
 
 
 def check_budget(protocol: ALProtocol, pool_size: int) -> None:
@@ -46,5 +47,6 @@ def check_strategy(cfg: DictConfig, strategy: QueryStrategy, model: MultimodalCl
 def check_optimized_metric(cfg: DictConfig) -> None:
     """``optimized_metric`` names a value the summary will hold: an AUBC or a final per-cycle metric."""
     metric = cfg.optimized_metric
-    if not (isinstance(metric, str) and metric.startswith("final/") and len(metric) > len("final/")):
-        check_choice("optimized_metric", metric, [*OPTIMIZABLE, "final/<metric>"])
+    final = names.FINAL_PREFIX
+    if not (isinstance(metric, str) and metric.startswith(final) and len(metric) > len(final)):
+        check_choice("optimized_metric", metric, [*OPTIMIZABLE, f"{final}<metric>"])

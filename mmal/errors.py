@@ -48,11 +48,14 @@ def check_int(key: str, v: Any, minimum: int) -> int:
     return v
 
 
-def check_number(key: str, v: Any, minimum: float, strict: bool = False, maximum: float | None = None) -> float:
+def check_number(key: str, v: Any, minimum: float, strict: bool = False, maximum: float | None = None,
+                 below: float | None = None) -> float:
+    """A number >= ``minimum`` (> with ``strict``), and <= ``maximum`` or < ``below`` when given."""
     low_ok = is_number(v) and (v > minimum if strict else v >= minimum)
-    if not low_ok or (maximum is not None and v > maximum):
+    if not low_ok or (maximum is not None and v > maximum) or (below is not None and v >= below):
         bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ConfigError(key, v, f"a number {bound}" + (f" and <= {maximum}" if maximum is not None else ""))
+        upper = f" and <= {maximum}" if maximum is not None else f" and < {below}" if below is not None else ""
+        raise ConfigError(key, v, f"a number {bound}{upper}")
     return v
 
 

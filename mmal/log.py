@@ -11,6 +11,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmal.metrics.names import (
+    ACC,
+    CYCLE,
+    FINAL_PREFIX,
+    GAP_PROBE,
+    GAP_UNIMODAL,
+    MACRO_F1,
+    N_LABELED,
+    PROBE_ACC,
+    SHAPLEY,
+    TIME_SELECT,
+    TIME_TRAIN,
+    UNIMODAL_ACC,
+    aubc_key,
+    prefix,
+)
+
 log = logging.getLogger("mmal")
 
 
@@ -38,7 +55,7 @@ class Sink:
 
 _WANDB_DIRS = {"WANDB_DIR": "", "WANDB_CACHE_DIR": "wandb_cache", "WANDB_CONFIG_DIR": "wandb_config",
                "WANDB_DATA_DIR": "wandb_data"}
-_PER_MODALITY = {"probe_acc/": "probe accuracy", "unimodal_acc/": "unimodal accuracy", "shapley/": "Shapley value"}
+_PER_MODALITY = {PROBE_ACC: "probe accuracy", UNIMODAL_ACC: "unimodal accuracy", SHAPLEY: "Shapley value"}
 
 
 class WandbSink(Sink):
@@ -75,7 +92,7 @@ class WandbSink(Sink):
 
     def log(self, record: dict[str, Any]) -> None:
         if self.run is not None:
-            self._guard("log", self.run.log, _scalars(record), step=record["cycle"])
+            self._guard("log", self.run.log, _scalars(record), step=record[CYCLE])
 
     def finish(self, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
         if self.run is not None:
@@ -100,25 +117,25 @@ class WandbSink(Sink):
                               job_type=self.job_type, tags=self.tags, notes=self.notes, name=name, config=config,
                               dir=self.run_dir, settings=settings, id=run_id, resume="allow" if run_id else None)
         self.run_id = self.run.id
-        self.run.define_metric("n_labeled")
-        self.run.define_metric("*", step_metric="n_labeled")
+        self.run.define_metric(N_LABELED)
+        self.run.define_metric("*", step_metric=N_LABELED)
 
     def _finish(self, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
         import wandb
 
         self.run.summary.update(summary)
         media: dict[str, Any] = {"cycle_table": _table(records)}
-        for prefix, what in _PER_MODALITY.items():
-            keys = list(dict.fromkeys(k for r in records for k in r if k.startswith(prefix)))
+        for family, what in _PER_MODALITY.items():
+            keys = list(dict.fromkeys(k for r in records for k in r if k.startswith(prefix(family))))
             if keys:
-                media[f"charts/{prefix.rstrip('/')}"] = wandb.plot.line_series(
-                    xs=[[r["n_labeled"] for r in records if k in r] for k in keys],
+                media[f"charts/{family}"] = wandb.plot.line_series(
+                    xs=[[r[N_LABELED] for r in records if k in r] for k in keys],
                     ys=[[r[k] for r in records if k in r] for k in keys],
-                    keys=[k.removeprefix(prefix) for k in keys], xname="n_labeled",
+                    keys=[k.removeprefix(prefix(family)) for k in keys], xname=N_LABELED,
                     title=f"{what} per modality vs labeled samples")
         media.update({f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(self.run_dir.glob("*.png"))})
         # At the last cycle's step, so the history keeps one row per cycle.
-        self.run.log(media, step=records[-1]["cycle"] if records else None)
+        self.run.log(media, step=records[-1][CYCLE] if records else None)
         self.run.finish()
         self._close()
 
@@ -186,17 +203,18 @@ class RunLog:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info(
-            "cycle %d/%d  labeled %d  acc %.4f  macro_f1 %.4f  gap/probe %.3f  gap/unimodal %.3f  "
+            f"cycle %d/%d  labeled %d  {ACC} %.4f  {MACRO_F1} %.4f  {GAP_PROBE} %.3f  {GAP_UNIMODAL} %.3f  "
             "train %.2fs  select %.3fs",
-            record["cycle"], total_cycles, record["n_labeled"], record["acc"], record["macro_f1"],
-            record.get("gap/probe", float("nan")), record.get("gap/unimodal", float("nan")),
-            record["time/train"], record["time/select"],
+            record[CYCLE], total_cycles, record[N_LABELED], record[ACC], record[MACRO_F1],
+            record.get(GAP_PROBE, float("nan")), record.get(GAP_UNIMODAL, float("nan")),
+            record[TIME_TRAIN], record[TIME_SELECT],
         )
         self.sink.log(record)
 
     def finish(self, summary: dict[str, Any]) -> None:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("final acc %.4f  AUBC(acc) %.4f  -> %s", summary["final/acc"], summary["aubc/acc"], self.run_dir)
+        log.info("final acc %.4f  AUBC(acc) %.4f  -> %s", summary[FINAL_PREFIX + ACC], summary[aubc_key(ACC)],
+                 self.run_dir)
         self.sink.finish(summary, self.records)
 
 

@@ -1,4 +1,4 @@
-"""The active-learning cycle: train -> evaluate -> query -> reveal labels (DESIGN.md, "AL protocol").
+"""The active-learning cycle: train -> evaluate -> query -> reveal labels (docs/design.md, "AL protocol").
 
 Fair by construction: for a seed, the initial labeled set, the initial weights, each cycle's training
 randomness and each cycle's query generator are derived from the seed alone, so no strategy can change
@@ -18,7 +18,7 @@ from torch import Tensor
 from mmal.checkpoint import save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
-from mmal.metrics import aubc
+from mmal.metrics import aubc, names
 from mmal.metrics.modality import evaluate_subsets, modality_diagnostics, probe_accuracies
 from mmal.models.classifier import MultimodalClassifier
 from mmal.plots import save_plots
@@ -82,25 +82,26 @@ def run_active_learning(
             model.load_state_dict(initial_state)
         start = time.perf_counter()
         trainer.fit(model, data.pool, labeled.nonzero().squeeze(1), derive_seed(seed, "train", cycle))
-        record: dict[str, Any] = {"cycle": cycle, "n_labeled": int(labeled.sum()), "time/train": _since(start, device)}
+        record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
+                                  names.TIME_TRAIN: _since(start, device)}
 
         # Evaluate on the fixed test set under every modality subset, then the modality-gap diagnostics.
         start = time.perf_counter()
         evaluation = evaluate_subsets(trainer, model, data.test)
-        record["time/eval"] = _since(start, device)
+        record[names.TIME_EVAL] = _since(start, device)
         start = time.perf_counter()
         record.update(modality_diagnostics(trainer, model, data, evaluation))
-        record.update({k.replace("probe_acc", "probe_gain"): record[k] - v for k, v in untrained.items()})
-        record["time/diagnose"] = _since(start, device)
+        record.update({names.PROBE_GAIN + k.removeprefix(names.PROBE_ACC): record[k] - v for k, v in untrained.items()})
+        record[names.TIME_DIAGNOSE] = _since(start, device)
 
         # Query the next batch and reveal its labels (no query after the last training).
-        record["time/select"] = 0.0
+        record[names.TIME_SELECT] = 0.0
         if cycle < cycles:
             start = time.perf_counter()
             ctx = QueryContext(model, trainer, data.pool, labeled,
                                torch.Generator().manual_seed(derive_seed(seed, "query", cycle)))
             selection = strategy.select(ctx, query_size)
-            record["time/select"] = _since(start, device)
+            record[names.TIME_SELECT] = _since(start, device)
             picked = selection.indices
             _check_selection(picked, labeled, query_size, strategy)
             labeled[picked] = True
@@ -112,7 +113,7 @@ def run_active_learning(
         save_state(run_log.run_dir, state)
 
     summary = summarise(records, data.ground_truth)
-    summary.update({f"untrained/{k}": v for k, v in untrained.items()})
+    summary.update({names.UNTRAINED_PREFIX + k: v for k, v in untrained.items()})
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
     save_state(run_log.run_dir, {**state, "summary": summary})
@@ -121,25 +122,26 @@ def run_active_learning(
 
 def selection_statistics(pool: MultimodalData, picked: Tensor, num_classes: int) -> dict[str, Any]:
     """What the queried batch looks like: share missing each modality, and its class histogram."""
-    stats: dict[str, Any] = {f"query/missing_frac/{m}": (~pool.mask[picked, i]).float().mean().item()
+    missing = (~pool.mask[picked]).float().mean(0).tolist()  # (M,)
+    stats: dict[str, Any] = {names.per_modality(names.QUERY_MISSING_FRAC, m): missing[i]
                              for i, m in enumerate(pool.modalities)}
-    stats["query/class_hist"] = pool.y[picked].bincount(minlength=num_classes).tolist()
+    stats[names.QUERY_CLASS_HIST] = pool.y[picked].bincount(minlength=num_classes).tolist()
     return stats
 
 
 def summarise(records: list[dict[str, Any]], ground_truth: dict[str, float]) -> dict[str, Any]:
     """Final value of every per-cycle metric, AUBC of accuracy, macro-F1 and the gaps, total phase times."""
-    n_labeled = [r["n_labeled"] for r in records]
-    summary: dict[str, Any] = {"n_labeled": n_labeled[-1], "cycles": len(records) - 1}
+    n_labeled = [r[names.N_LABELED] for r in records]
+    summary: dict[str, Any] = {names.N_LABELED: n_labeled[-1], names.CYCLES: len(records) - 1}
     last = records[-1]
     for key, value in last.items():
-        if isinstance(value, float) and not key.startswith(("time/", "query/")):
-            summary[f"final/{key}"] = value
-    for key in ("acc", "macro_f1", "gap/unimodal", "gap/probe", "gap/shapley"):
-        summary[f"aubc/{key.replace('/', '_')}"] = aubc(n_labeled, [r[key] for r in records])
-    for key in [k for k in last if k.startswith("time/")]:
-        summary[f"total_{key}"] = sum(r[key] for r in records)
-    summary.update({f"ground_truth/{k}": v for k, v in ground_truth.items()})
+        if isinstance(value, float) and not key.startswith(names.NOT_SUMMARISED):
+            summary[names.FINAL_PREFIX + key] = value
+    for key in names.AUBC_METRICS:
+        summary[names.aubc_key(key)] = aubc(n_labeled, [r[key] for r in records])
+    for key in [k for k in last if k.startswith(names.TIME_PREFIX)]:
+        summary[names.TOTAL_PREFIX + key] = sum(r[key] for r in records)
+    summary.update({names.GROUND_TRUTH_PREFIX + k: v for k, v in ground_truth.items()})
     return summary
 
 

@@ -37,6 +37,7 @@ class TrainerConfig:
     weight_decay: float = 1e-4
     optimizer: Any = None  # a partial of any torch.optim class: its keys depend on the class
     aux_weight: float = 1.0
+    hooks: list[Any] = field(default_factory=list)  # TrainingHook configs, each with its own _target_
     device: Device = Device.auto
     precision: str = "32"  # 32 | bf16 | 16; a string, not an enum, so that trainer.precision=32 also works
     eval_batch_size: int = 8192

@@ -51,11 +51,14 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def check_keys(node: DictConfig, prefix: str) -> None:
-    """Refuse a key that the node's ``_target_`` does not take (``+query.mc_sample=5``), here and in nested
-    nodes; a target that takes ``**kwargs`` takes any key. Hydra's typed groups refuse unknown keys at
-    composition already (``mmal.schema``); this covers every other group."""
-    target = node.get("_target_")
+def check_keys(node: DictConfig, prefix: str, target: str | Callable | None = None) -> None:
+    """Refuse a key that the node's ``_target_`` (or ``target``) does not take (``+query.mc_sample=5``), here
+    and in nested nodes; a target that takes ``**kwargs`` takes any key. Hydra's typed groups refuse unknown
+    keys at composition (``mmal.schema``), except keys added with ``+``: this covers those and every other
+    group."""
+    target = target or node.get("_target_")
+    if callable(target):
+        target = f"{target.__module__}.{target.__qualname__}"
     if isinstance(target, str):
         try:
             params = inspect.signature(get_object(target)).parameters
@@ -90,6 +93,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     The components without data come first, then the data, then the model (which needs its shapes)."""
     check_optimized_metric(cfg)
     pitfall = build(cfg.pitfall, _convert_="all")
+    check_keys(cfg.al, "al", ALProtocol)
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
     trainer = build(cfg.trainer)
     strategy = build(cfg.query, _convert_="all")

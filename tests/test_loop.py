@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from mmal.log import RunLog, read_jsonl
 from mmal.loop import initial_labeled, initial_model, run_active_learning
 from mmal.metrics import aubc, classification_metrics
-from mmal.query import QueryStrategy, RandomSampling
+from mmal.protocol import ALProtocol
+from mmal.query import QueryStrategy, RandomSampling, Selection
 from mmal.train import run
 
 
@@ -20,13 +21,18 @@ class Recording(QueryStrategy):
     """Delegates to a real strategy and keeps what it picked and what was labeled before."""
 
     def __init__(self, inner):
-        self.inner, self.picks, self.labeled_before = inner, [], []
+        self.inner, self.picks, self.labeled_before, self.statistics = inner, [], [], []
 
     def select(self, ctx, k):
         self.labeled_before.append(ctx.labeled.clone())
-        picked = self.inner.select(ctx, k)
-        self.picks.append(picked.clone())
-        return picked
+        selection = self.inner.select(ctx, k)
+        self.picks.append(selection.indices.clone())
+        self.statistics.append(selection.statistics)
+        return selection
+
+
+def _protocol(cfg):
+    return ALProtocol(**cfg.al)
 
 
 def _parts(cfg):
@@ -35,7 +41,7 @@ def _parts(cfg):
     model = instantiate(cfg.model, _convert_="all")
 
     def build():
-        return model(dims=data.dims, num_classes=data.num_classes, fusion=instantiate(cfg.fusion))
+        return model(shapes=data.shapes, num_classes=data.num_classes, fusion=instantiate(cfg.fusion))
     return data, build, instantiate(cfg.trainer)
 
 
@@ -45,7 +51,7 @@ def test_queries_are_new_distinct_and_the_budget_adds_up(query, tmp_path):
     cfg = compose_config([*TINY, f"query={query}", "al.cycles=4", "model.aux_heads=true", "pitfall=missing_modality"])
     data, build, trainer = _parts(cfg)
     strategy = Recording(instantiate(cfg.query))
-    summary = run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), seed=0, **cfg.al)
+    summary = run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), _protocol(cfg), seed=0)
 
     picked = torch.cat(strategy.picks)
     assert picked.unique().numel() == picked.numel() == 4 * 10
@@ -66,7 +72,7 @@ def test_every_strategy_starts_from_the_same_labeled_set_and_weights(tmp_path):
     first = {}
     for name, inner in [("random", RandomSampling()), ("entropy", instantiate({"_target_": "mmal.query.Entropy"}))]:
         strategy = Recording(inner)
-        run_active_learning(data, build, trainer, strategy, RunLog(tmp_path / name), seed=3, **cfg.al)
+        run_active_learning(data, build, trainer, strategy, RunLog(tmp_path / name), _protocol(cfg), seed=3)
         first[name] = (strategy.labeled_before[0], read_jsonl(tmp_path / name / "metrics.jsonl")[0])
     assert torch.equal(first["random"][0], first["entropy"][0])
     assert first["random"][0].sum() == 20
@@ -83,12 +89,12 @@ def test_every_strategy_starts_from_the_same_labeled_set_and_weights(tmp_path):
 def test_a_strategy_that_requeries_is_stopped(tmp_path):
     class Bad(QueryStrategy):
         def select(self, ctx, k):
-            return ctx.labeled.nonzero().squeeze(1)[:k]
+            return Selection(ctx.labeled.nonzero().squeeze(1)[:k])
 
     cfg = compose_config(TINY)
     data, build, trainer = _parts(cfg)
     with pytest.raises(RuntimeError, match="already labeled"):
-        run_active_learning(data, build, trainer, Bad(), RunLog(tmp_path), seed=0, **cfg.al)
+        run_active_learning(data, build, trainer, Bad(), RunLog(tmp_path), _protocol(cfg), seed=0)
 
 
 def test_run_learns_on_a_tiny_budget(tmp_path):
@@ -114,12 +120,12 @@ def test_aubc_and_classification_metrics_on_known_values():
 def test_what_a_strategy_reports_about_its_batch_is_logged_with_it(tmp_path):
     cfg = compose_config([*TINY, "query=gap_split", "al.cycles=3", "model.aux_heads=true", "pitfall=missing_modality"])
     data, build, trainer = _parts(cfg)
-    strategy = instantiate(cfg.query)
-    run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), seed=0, **cfg.al)
+    strategy = Recording(instantiate(cfg.query))
+    run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), _protocol(cfg), seed=0)
     records = read_jsonl(tmp_path / "metrics.jsonl")
     for r in records[:-1]:  # every query round: how gap_split split its batch of 10
         shares = [r["query/share/a"], r["query/share/b"]]
         assert all(round(10 * s) == pytest.approx(10 * s) for s in shares) and sum(shares) <= 1
         assert 0 <= r["query/quality/a"] <= 1 and 0 <= r["query/quality/b"] <= 1
-    assert records[-2]["query/share/b"] == strategy.statistics["query/share/b"]  # the last round's report
+    assert records[-2]["query/share/b"] == strategy.statistics[-1]["query/share/b"]  # the last round's report
     assert not any(k.startswith("query/share") for k in records[-1])  # no query after the last training

@@ -11,12 +11,13 @@ from hydra.utils import instantiate
 
 FUSIONS = ["early", "intermediate", "late", "mean", "sum", "gated"]
 DIMS = {"a": 12, "b": 7, "c": 9}
+SHAPES = {m: (d,) for m, d in DIMS.items()}
 
 
 def _model(fusion: str, aux_heads: bool = True):
     cfg = compose_config([f"fusion={fusion}", f"model.aux_heads={aux_heads}"])
     torch.manual_seed(0)
-    model = instantiate(cfg.model, _convert_="all")(dims=DIMS, num_classes=5, fusion=instantiate(cfg.fusion))
+    model = instantiate(cfg.model, _convert_="all")(shapes=SHAPES, num_classes=5, fusion=instantiate(cfg.fusion))
     return model.eval()
 
 
@@ -89,7 +90,7 @@ def test_unequal_embedding_sizes_are_refused_by_mean_fusion():
     from mmal.models.encoders import MLPEncoder
     from mmal.models.fusion import MeanFusion
 
-    def encoder(in_dim):
-        return MLPEncoder(in_dim, out_dim=in_dim)  # embedding size follows the input size
+    def encoder(in_shape):
+        return MLPEncoder(in_shape, out_dim=in_shape[0])  # embedding size follows the input size
     with pytest.raises(ValueError, match="equal embedding sizes"):
-        MultimodalClassifier(DIMS, 5, encoder, functools.partial(MeanFusion))
+        MultimodalClassifier(SHAPES, 5, encoder, functools.partial(MeanFusion))

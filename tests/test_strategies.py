@@ -10,8 +10,9 @@ import torch
 from conftest import CONF, TINY, compose_config
 from hydra.utils import instantiate
 
-from mmal.config import ConfigError, check_strategy
+from mmal.config import check_strategy
 from mmal.data import Pitfall, make_synthetic
+from mmal.errors import ConfigError
 from mmal.metrics.modality import shapley_values
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
@@ -32,7 +33,7 @@ def pool_and_model():
     data = make_synthetic(Pitfall(missing_rate=[0.0, 0.3]), seed=0, num_samples=120, num_val=10, num_test=10,
                           bayes_samples=100)
     torch.manual_seed(0)
-    model = MultimodalClassifier(data.dims, 4, functools.partial(MLPEncoder, out_dim=16),
+    model = MultimodalClassifier(data.shapes, 4, functools.partial(MLPEncoder, out_dim=16),
                                  functools.partial(IntermediateFusion), aux_heads=True)
     trainer = Trainer(epochs=20, device="cpu")
     trainer.fit(model, data.pool, torch.arange(40), seed=0)
@@ -51,11 +52,11 @@ def test_every_strategy_returns_k_distinct_unlabeled_indices(name, k, pool_and_m
     pool, model, trainer = pool_and_model
     strategy = instantiate(compose_config([f"query={name}"]).query)
     ctx = _ctx(pool, model, trainer)
-    picked = strategy.select(ctx, k)
+    picked = strategy.select(ctx, k).indices
     assert picked.dtype == torch.long and picked.shape == (k,)
     assert picked.unique().numel() == k
     assert not ctx.labeled[picked].any()
-    again = strategy.select(_ctx(pool, model, trainer), k)
+    again = strategy.select(_ctx(pool, model, trainer), k).indices
     assert torch.equal(picked, again)  # same generator seed, same picks
 
 
@@ -107,7 +108,8 @@ def test_gap_split_picks_follow_its_rule(within, coverage, pool_and_model):
     pool, model, trainer = pool_and_model
     ctx, k = _ctx(pool, model, trainer), 30
     strategy = GapSplit(within=within, coverage=coverage)
-    picked = strategy.select(ctx, k)
+    selection = strategy.select(ctx, k)
+    picked = selection.indices
     # The rule recomputed with plain loops: quality = agreement on unlabeled rows with the modality x coverage.
     fused, own = ctx.predict().probs, ctx.modality_probs()
     labeled, present = ctx.labeled.tolist(), pool.mask.tolist()
@@ -119,7 +121,7 @@ def test_gap_split_picks_follow_its_rule(within, coverage, pool_and_model):
         quality.append(agree * (covered if coverage else 1.0))
     weak = int(quality[1] < quality[0])
     share = round(abs(quality[0] - quality[1]) * k)
-    assert share > 0 and strategy.statistics[f"query/share/{pool.modalities[weak]}"] == share / k
+    assert share > 0 and selection.statistics[f"query/share/{pool.modalities[weak]}"] == share / k
 
     def margin(p):
         top = sorted(p.tolist(), reverse=True)
@@ -130,8 +132,8 @@ def test_gap_split_picks_follow_its_rule(within, coverage, pool_and_model):
     rest = sorted(set(free) - set(for_weak[:share]), key=lambda i: margin(fused[i]))
     assert set(picked.tolist()) == set(for_weak[:share]) | set(rest[:k - share])
     # Without a share it is fused margin sampling, pick for pick.
-    margin_picks = Margin().select(_ctx(pool, model, trainer), k)
-    assert torch.equal(GapSplit(scale=0.0).select(_ctx(pool, model, trainer), k), margin_picks)
+    margin_picks = Margin().select(_ctx(pool, model, trainer), k).indices
+    assert torch.equal(GapSplit(scale=0.0).select(_ctx(pool, model, trainer), k).indices, margin_picks)
 
 
 def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model):
@@ -157,8 +159,8 @@ def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model)
 
 def test_deepfool_on_a_linear_model_finds_the_distance_to_the_boundary():
     torch.manual_seed(0)
-    dims = {"a": 3, "b": 2}
-    model = MultimodalClassifier(dims, 3, MLPEncoder, functools.partial(EarlyFusion, head_hidden_layers=0)).eval()
+    shapes = {"a": (3,), "b": (2,)}
+    model = MultimodalClassifier(shapes, 3, MLPEncoder, functools.partial(EarlyFusion, head_hidden_layers=0)).eval()
     g = torch.Generator().manual_seed(1)
     x = {"a": torch.randn(50, 3, generator=g), "b": torch.randn(50, 2, generator=g)}
     mask = torch.ones(50, 2, dtype=torch.bool)
@@ -185,7 +187,8 @@ def test_modality_strategies_need_late_fusion_or_aux_heads(query):
     data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=instantiate(cfg.pitfall, _convert_="all"))
 
     def build(cfg):
-        return instantiate(cfg.model, _convert_="all")(dims=data.dims, num_classes=4, fusion=instantiate(cfg.fusion))
+        return instantiate(cfg.model, _convert_="all")(shapes=data.shapes, num_classes=4,
+                                                       fusion=instantiate(cfg.fusion))
     with pytest.raises(ConfigError, match="use fusion=late or model.aux_heads=true"):
         check_strategy(cfg, instantiate(cfg.query), build(cfg))
     for fix in (["fusion=late"], ["model.aux_heads=true"]):
@@ -195,7 +198,7 @@ def test_modality_strategies_need_late_fusion_or_aux_heads(query):
 
 def test_bald_needs_dropout():
     cfg = compose_config([*TINY, "query=bald", "model.encoder.dropout=0.0", "fusion.dropout=0.0"])
-    model = instantiate(cfg.model, _convert_="all")(dims={"a": 32, "b": 32}, num_classes=4,
+    model = instantiate(cfg.model, _convert_="all")(shapes={"a": (32,), "b": (32,)}, num_classes=4,
                                                    fusion=instantiate(cfg.fusion))
     with pytest.raises(ConfigError, match="dropout > 0"):
         check_strategy(cfg, instantiate(cfg.query), model)

@@ -1,11 +1,18 @@
-"""The data contract every dataset, model and query strategy shares (DESIGN.md, "Data contract")."""
+"""The data contract every dataset, model and query strategy shares (docs/design.md, "Data contract")."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
+
+
+def per_row(col: Tensor, x: Tensor) -> Tensor:
+    """``col`` (B,), one value per sample, reshaped to broadcast over ``x`` (B, *shape): the mask of one
+    modality applied to its rows, whatever their shape."""
+    return col.reshape(-1, *[1] * (x.dim() - 1))
 
 
 @dataclass(frozen=True)
@@ -13,8 +20,8 @@ class MultimodalData:
     """One split of a multimodal dataset.
 
     Attributes:
-        x: one tensor per modality, first dim N, in the order of ``modalities``. Rows of a missing
-            modality hold zeros.
+        x: one tensor per modality, (N, *shape_m) (``(N, D)`` features, ``(N, C, H, W)`` images...), in
+            the order of ``modalities``. Rows of a missing modality hold zeros.
         mask: (N, M) bool, True where the modality is present.
         y: (N,) long class labels.
         modalities: modality names, fixed order (column m of ``mask`` is ``modalities[m]``).
@@ -54,7 +61,7 @@ class MultimodalData:
         """The same samples with another presence mask; newly absent rows are zeroed."""
         # where, not a product: a NaN in a newly missing row must become zero too
         zero = torch.zeros(())
-        x = {m: torch.where(mask[:, i, None], v, zero.to(v)) for i, (m, v) in enumerate(self.x.items())}
+        x = {m: torch.where(per_row(mask[:, i], v), v, zero.to(v)) for i, (m, v) in enumerate(self.x.items())}
         return replace(self, x=x, mask=mask)
 
 
@@ -79,8 +86,14 @@ class MultimodalDataset:
         return self.pool.modalities
 
     @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each modality: ``(D,)`` for features, ``(C, H, W)`` for images."""
+        return {m: tuple(v.shape[1:]) for m, v in self.pool.x.items()}
+
+    @property
     def dims(self) -> dict[str, int]:
-        return {m: v.shape[1] for m, v in self.pool.x.items()}
+        """Flattened size of each modality's samples (``D`` for features, ``C * H * W`` for images)."""
+        return {m: math.prod(shape) for m, shape in self.shapes.items()}
 
     def to(self, device: torch.device | str) -> MultimodalDataset:
         return replace(self, pool=self.pool.to(device), val=self.val.to(device), test=self.test.to(device))

@@ -23,7 +23,7 @@ PerModality = float | Sequence[float]
 
 @dataclass(frozen=True)
 class Pitfall:
-    """Knobs of one pitfall (DESIGN.md, "The synthetic pitfall generator").
+    """Knobs of one pitfall (docs/design.md, "The synthetic pitfall generator").
 
     Args:
         interaction: mixture weights over how the label depends on the modalities, keys from

@@ -1,4 +1,4 @@
-"""Synthetic multimodal data that isolates one pitfall at a time (DESIGN.md, "The synthetic pitfall generator").
+"""Synthetic multimodal data that isolates one pitfall at a time (docs/design.md, "The synthetic pitfall generator").
 
 How a sample is made:
 

@@ -1,4 +1,4 @@
-"""Metrics and their keys (the names in ``metrics.jsonl``, ``summary.json`` and W&B)."""
+"""Metrics (their keys, the names in ``metrics.jsonl``, ``summary.json`` and W&B: :mod:`mmal.metrics.names`)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import numpy as np
 from sklearn.metrics import f1_score
 from torch import Tensor
 
+from mmal.metrics.names import ACC, MACRO_F1
+
 
 def classification_metrics(probs: Tensor, y: Tensor) -> dict[str, float]:
     """``acc`` and ``macro_f1`` (over all classes, a class never predicted scores 0) of argmax(probs)."""
     pred = probs.argmax(1)
     labels = list(range(probs.shape[1]))
     return {
-        "acc": (pred == y).float().mean().item(),
-        "macro_f1": float(f1_score(y.cpu().numpy(), pred.cpu().numpy(), labels=labels, average="macro",
-                                   zero_division=0)),
+        ACC: (pred == y).float().mean().item(),
+        MACRO_F1: float(f1_score(y.cpu().numpy(), pred.cpu().numpy(), labels=labels, average="macro",
+                                 zero_division=0)),
     }
 
 

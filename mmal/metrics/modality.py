@@ -1,4 +1,4 @@
-"""Modality-gap diagnostics (DESIGN.md, "Modality-gap diagnostics"): how much the model relies on, and
+"""Modality-gap diagnostics (docs/design.md, "Modality-gap diagnostics"): how much the model relies on, and
 how much its representation holds of, each modality.
 
 - ``unimodal_acc/<m>``: test accuracy with only modality m present (the others masked).
@@ -17,6 +17,7 @@ how much its representation holds of, each modality.
 
 All 2^M masked evaluations go through one batched inference (``evaluate_subsets``); its full-mask
 part also gives ``acc``, ``macro_f1`` and the test embeddings the probes use (``modality_diagnostics``).
+The keys are spelled in :mod:`mmal.metrics.names`.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from torch import Tensor
 
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.metrics import classification_metrics
+from mmal.metrics.names import BAYES_ACC, GAPS, NEGLECT, PROBE_ACC, SHAPLEY, UNIMODAL_ACC, V_ALL, V_NONE, per_modality
 from mmal.models.classifier import MultimodalClassifier
 from mmal.training import Trainer
-
-GAPS = {"unimodal": "unimodal_acc", "probe": "probe_acc", "shapley": "shapley"}
 
 
 def subsets(num_modalities: int) -> list[tuple[int, ...]]:
@@ -109,7 +109,7 @@ def _probes(data: MultimodalDataset, val_embeddings: list[Tensor], test_embeddin
     out = {}
     for i, m in enumerate(data.modalities):
         on_val, on_test = data.val.mask[:, i], data.test.mask[:, i]
-        out[f"probe_acc/{m}"] = linear_probe_accuracy(
+        out[per_modality(PROBE_ACC, m)] = linear_probe_accuracy(
             val_embeddings[i][on_val], data.val.y[on_val], test_embeddings[i][on_test], data.test.y[on_test])
     return out
 
@@ -122,14 +122,15 @@ def modality_diagnostics(trainer: Trainer, model: MultimodalClassifier, data: Mu
     out = classification_metrics(test.probs, data.test.y)
     out.update(_probes(data, trainer.predict(model, data.val).embeddings, test.embeddings))
     for i, m in enumerate(names):
-        out[f"unimodal_acc/{m}"] = value[(i,)]
+        out[per_modality(UNIMODAL_ACC, m)] = value[(i,)]
     for m, phi in zip(names, shapley_values(value, num_modalities)):
-        out[f"shapley/{m}"] = phi
-    out["v/all"], out["v/none"] = value[tuple(range(num_modalities))], value[()]
-    for gap, key in GAPS.items():
-        values = [out[f"{key}/{m}"] for m in names]
-        out[f"gap/{gap}"] = float(np.nanmax(values) - np.nanmin(values))
+        out[per_modality(SHAPLEY, m)] = phi
+    out[V_ALL], out[V_NONE] = value[tuple(range(num_modalities))], value[()]
+    for gap, family in GAPS.items():
+        values = [out[per_modality(family, m)] for m in names]
+        out[gap] = float(np.nanmax(values) - np.nanmin(values))
     for m in names:
-        if f"bayes_acc/{m}" in data.ground_truth:
-            out[f"neglect/{m}"] = data.ground_truth[f"bayes_acc/{m}"] - out[f"probe_acc/{m}"]
+        bayes = per_modality(BAYES_ACC, m)
+        if bayes in data.ground_truth:
+            out[per_modality(NEGLECT, m)] = data.ground_truth[bayes] - out[per_modality(PROBE_ACC, m)]
     return out

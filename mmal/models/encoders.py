@@ -1,8 +1,19 @@
-"""Per-modality encoders and the MLP block the heads share."""
+"""Per-modality encoders and the MLP block the heads share.
+
+Every encoder is built as ``encoder(in_shape=...)`` from the per-sample shape of its modality (``(D,)`` for
+flat features, ``(C, H, W)`` for images), maps a batch ``(B, *in_shape)`` to an embedding ``(B, out_dim)``
+and exposes ``out_dim``. Encoders check their own hyperparameters under relative keys (``dropout``); the
+classifier adds the prefix (``model.encoder`` or ``model.encoders.<modality>``).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from torch import Tensor, nn
+
+from mmal.errors import ConfigError, check_int, check_number, is_int
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_hidden: int, dropout: float = 0.0) -> nn.Sequential:
@@ -18,24 +29,68 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_hidden: int, dropout: fl
 
 
 class MLPEncoder(nn.Module):
-    """Maps one modality (B, in_dim) to an embedding (B, out_dim), ReLU-activated."""
+    """Maps one modality (B, *in_shape), flattened, to an embedding (B, out_dim), ReLU-activated."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 128, out_dim: int = 64, num_hidden: int = 1,
+    def __init__(self, in_shape: tuple[int, ...], hidden_dim: int = 128, out_dim: int = 64, num_hidden: int = 1,
                  dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(mlp(in_dim, hidden_dim, out_dim, num_hidden, dropout), nn.ReLU())
+        check_int("hidden_dim", hidden_dim, 1)
+        check_int("out_dim", out_dim, 1)
+        check_int("num_hidden", num_hidden, 0)
+        check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
+        self.net = nn.Sequential(mlp(math.prod(in_shape), hidden_dim, out_dim, num_hidden, dropout), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+class IdentityEncoder(nn.Module):
+    """No encoder: the 'embedding' is the (masked) input itself, flattened, as early fusion needs."""
+
+    def __init__(self, in_shape: tuple[int, ...]):
+        super().__init__()
+        self.out_dim = math.prod(in_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+class ConvEncoder(nn.Module):
+    """A small CNN for image modalities (B, C, H, W) -> (B, out_dim), ReLU-activated.
+
+    One Conv2d 3x3 (padding 1) - ReLU - max-pool stage per entry of ``channels``: every stage but the last
+    halves the image (MaxPool 2), the last pools adaptively to a ``GRID`` x ``GRID`` map whatever the image
+    size, so that small images (8x8) work and the linear layer's size does not grow with the image. Then
+    dropout and a Linear to ``out_dim``.
+    """
+
+    GRID = 2
+
+    def __init__(self, in_shape: tuple[int, ...], channels: Sequence[int] = (16, 32), out_dim: int = 64,
+                 dropout: float = 0.1):
+        super().__init__()
+        if len(in_shape) != 3:
+            raise ConfigError("in_shape", tuple(in_shape), "ConvEncoder takes image samples of shape (C, H, W); "
+                                                           "use it only for such a modality")
+        if (isinstance(channels, str) or not isinstance(channels, Sequence) or not channels
+                or not all(is_int(c) and c >= 1 for c in channels)):
+            raise ConfigError("channels", channels, "a non-empty list of integers >= 1")
+        check_int("out_dim", out_dim, 1)
+        check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
+        c_in, h, w = in_shape
+        if min(h, w) < 2 ** (len(channels) - 1):
+            raise ConfigError("channels", channels, f"at most {1 + int(math.log2(min(h, w)))} entries for "
+                                                    f"{h}x{w} images (every stage but the last halves them)")
+        layers: list[nn.Module] = []
+        for i, c in enumerate(channels):
+            last = i == len(channels) - 1
+            pool = nn.AdaptiveMaxPool2d(self.GRID) if last else nn.MaxPool2d(2)
+            layers += [nn.Conv2d(c_in, c, kernel_size=3, padding=1), nn.ReLU(), pool]
+            c_in = c
+        layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * self.GRID ** 2, out_dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-
-class IdentityEncoder(nn.Module):
-    """No encoder: the 'embedding' is the (masked) input itself, as early fusion needs."""
-
-    def __init__(self, in_dim: int):
-        super().__init__()
-        self.out_dim = in_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x

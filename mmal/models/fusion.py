@@ -6,7 +6,7 @@ returns the fused representation (B, F) and logits (B, C). A missing modality mu
 nothing: fusions that average divide by the number of *present* modalities, concatenating fusions
 append the mask so that a zero block is never mistaken for data.
 
-Which interaction structures a fusion can express (DESIGN.md, "Models and fusion"): logits that are
+Which interaction structures a fusion can express (docs/design.md, "Models and fusion"): logits that are
 a sum of per-modality terms (``late``, or any fusion with ``head_hidden_layers=0``) cannot represent
 synergy; a non-linear head after concatenation, mean, sum or gating can.
 """
@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmal.errors import check_choice, check_int, check_number
 from mmal.models.encoders import mlp
 
 
@@ -34,11 +35,19 @@ class Fusion(nn.Module):
         raise NotImplementedError
 
 
+def check_head(head_hidden: int, head_hidden_layers: int, dropout: float) -> None:
+    """The settings every fusion's MLP head shares (``fusion.<key>``)."""
+    check_int("fusion.head_hidden", head_hidden, 1)
+    check_int("fusion.head_hidden_layers", head_hidden_layers, 0)
+    check_number("fusion.dropout", dropout, 0, below=1)
+
+
 class _HeadFusion(Fusion):
     """A fusion that builds one vector and classifies it with an MLP head; the fused output is the
     head's last hidden layer (or its input when the head is linear)."""
 
     def __init__(self, in_dim: int, num_classes: int, head_hidden: int, head_hidden_layers: int, dropout: float):
+        check_head(head_hidden, head_hidden_layers, dropout)
         super().__init__()
         self.head = mlp(in_dim, head_hidden, num_classes, head_hidden_layers, dropout)
 
@@ -79,6 +88,7 @@ class MeanFusion(_HeadFusion):
 
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
                  dropout: float = 0.1, reduce: str = "mean"):
+        check_choice("fusion.reduce", reduce, ["mean", "sum"])
         super().__init__(_equal_dims(dims, reduce), num_classes, head_hidden, head_hidden_layers, dropout)
         self.reduce = reduce
 
@@ -119,6 +129,7 @@ class LateFusion(Fusion):
 
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 0,
                  dropout: float = 0.1):
+        check_head(head_hidden, head_hidden_layers, dropout)
         super().__init__()
         self.heads = nn.ModuleList(mlp(d, head_hidden, num_classes, head_hidden_layers, dropout) for d in dims)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmal.data.multimodal import per_row
 from mmal.errors import check_int, check_number
 from mmal.query.base import QueryContext, ScoringStrategy
 
@@ -36,7 +37,7 @@ class DeepFool(ScoringStrategy):
         return torch.cat(scores)
 
     def _perturbation_norm(self, model, x: dict[str, Tensor], mask: Tensor) -> Tensor:
-        keep = [mask[:, i, None].to(v.dtype) for i, v in enumerate(x.values())]
+        keep = [per_row(mask[:, i], v).to(v.dtype) for i, v in enumerate(x.values())]
         total = [torch.zeros_like(v) for v in x.values()]
         with torch.enable_grad():
             inputs = [v.detach().clone().requires_grad_(True) for v in x.values()]
@@ -50,7 +51,8 @@ class DeepFool(ScoringStrategy):
                     break
                 grads = [torch.autograd.grad(logits[:, c].sum(), inputs, retain_graph=True)
                          for c in range(logits.shape[1])]  # C x M x (B, D_m)
-                flat = torch.stack([torch.cat([g * k for g, k in zip(gc, keep)], 1) for gc in grads], 1)  # (B, C, D)
+                flat = torch.stack([torch.cat([(g * k).flatten(1) for g, k in zip(gc, keep)], 1)
+                                    for gc in grads], 1)  # (B, C, D), D = every modality flattened
                 w = flat - flat.gather(1, original[:, None, None].expand(-1, 1, flat.shape[2]))  # (B, C, D)
                 f = (logits - logits.gather(1, original[:, None])).detach()  # (B, C)
                 dist = f.abs() / w.norm(dim=2).clamp_min(1e-12)
@@ -63,8 +65,9 @@ class DeepFool(ScoringStrategy):
                 offset = 0
                 with torch.no_grad():
                     for i, v in enumerate(inputs):
-                        part = step[:, offset : offset + v.shape[1]] * (1 + self.overshoot)
-                        offset += v.shape[1]
+                        size = v[0].numel()  # a modality of any shape, flattened in ``step``
+                        part = step[:, offset : offset + size].view_as(v) * (1 + self.overshoot)
+                        offset += size
                         v += part
                         total[i] += part
-        return torch.cat(total, 1).norm(dim=1).detach()
+        return torch.cat([t.flatten(1) for t in total], 1).norm(dim=1).detach()
