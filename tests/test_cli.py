@@ -145,6 +145,23 @@ def test_bad_config_fails_with_one_clear_message(overrides, message, tmp_path):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # failed before any work
 
 
+@pytest.mark.parametrize("header", ["", "defaults:\n  - trainer_schema\n  - _self_\n"], ids=["bare", "typed"])
+def test_a_trainer_yaml_missing_keys_takes_the_defaults(header, tmp_path):
+    # Once a crash (an OmegaConf traceback on trainer.num_threads); a user's own trainer option lists only
+    # what it changes, with or without the typed base.
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "mine.yaml").write_text(header + "_target_: mmal.training.Trainer\nepochs: 3\nlr: 0.01\n")
+    others = [o for o in TINY if not o.startswith("trainer.")]
+    others += [f"hydra.searchpath=[file://{tmp_path}]", "trainer=mine"]
+    exp = prepare(compose_config(others))
+    assert (exp.trainer.epochs, exp.trainer.lr, exp.trainer.batch_size, exp.trainer.precision) == (3, 0.01, 64, "32")
+    # A misspelt key: the typed option refuses it at composition, the bare one when the trainer is built.
+    typo, error, message = (("trainer.epoch=3", HydraException, "Could not override 'trainer.epoch'") if header else
+                            ("+trainer.epoch=3", ConfigError, "trainer.epoch=3: not a parameter of mmal.training"))
+    with pytest.raises(error, match=message):
+        prepare(compose_config([*others, typo]))
+
+
 def test_the_budget_check_allows_a_fully_labeled_pool_without_query_rounds():
     check_budget(ALProtocol(initial_size=2000, cycles=0), 2000)  # the fully supervised reference
     with pytest.raises(ConfigError, match="al.query_size=20: at most the unlabeled pool, 2000 - 2000 = 0"):

@@ -270,7 +270,7 @@ def test_synthetic_only_pitfalls_are_refused_on_real_data(feature_root):
     (["dataset=mfeat", "dataset.modalities=[pix,digits]"], "dataset.modalities=['pix', 'digits']: a non-empty list"),
     (["dataset=mfeat", "dataset.test_fraction=0.9"], "val_fraction + test_fraction = 1.1 must be < 1"),
     (["dataset=mfeat", "pitfall.feature_noise=-1.0"], "pitfall.feature_noise=-1.0: a number >= 0"),
-    (["dataset=mfeat", "pitfall.feature_noise=[0.0,1.0,2.0]"], "(2 modalities)"),
+    (["dataset=mfeat", "pitfall.feature_noise=[0.0,1.0,2.0]"], "(2 modalities: ['pix', 'fou'])"),
     (["dataset=features", "dataset.modalities=[image,y]"], "dataset.modalities=['image', 'y']"),
     (["dataset=features", "dataset.num_classes=1"], "dataset.num_classes=1: an integer >= 2"),
 ])
