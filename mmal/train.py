@@ -1,4 +1,4 @@
-"""The one entry point: compose the config, build data, model, trainer and strategy, run the AL loop.
+"""The one entry point: compose the config, prepare every component (``mmal.experiment``), run the AL loop.
 
     python -m mmal.train [group=option ...] [key=value ...]      # one run
     python -m mmal.train -m query=random,entropy seed=0,1,2       # a sweep
@@ -6,105 +6,25 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mmal.schema  # noqa: F401  (registers the typed configs before Hydra composes)
 from mmal.checkpoint import fingerprint, load_state
-from mmal.config import check_budget, check_optimized_metric, check_strategy
-from mmal.data import MultimodalDataset
 from mmal.errors import ConfigError
-from mmal.log import RunLog, Sink
+from mmal.experiment import prepare
+from mmal.log import RunLog
 from mmal.loop import run_active_learning
-from mmal.models import MultimodalClassifier
-from mmal.protocol import ALProtocol
-from mmal.query import QueryStrategy
-from mmal.training import Trainer
 
 log = logging.getLogger("mmal")
-
-
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a config node after checking that each of its keys is a parameter of its target (and of
-    every nested target's); a ``ConfigError`` from a constructor comes out as itself, not wrapped in
-    Hydra's ``InstantiationException``."""
-    check_keys(node, node._get_full_key(None))
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
-
-
-def check_keys(node: DictConfig, prefix: str, target: str | Callable | None = None) -> None:
-    """Refuse a key that the node's ``_target_`` (or ``target``) does not take (``+query.mc_sample=5``), here
-    and in nested nodes; a target that takes ``**kwargs`` takes any key. Hydra's typed groups refuse unknown
-    keys at composition (``mmal.schema``), except keys added with ``+``: this covers those and every other
-    group."""
-    target = target or node.get("_target_")
-    if callable(target):
-        target = f"{target.__module__}.{target.__qualname__}"
-    if isinstance(target, str):
-        try:
-            params = inspect.signature(get_object(target)).parameters
-        except (ImportError, AttributeError, ValueError) as err:
-            reason = str(err).splitlines()[0]
-            raise ConfigError(f"{prefix}._target_", target, f"an importable class or function ({reason})") from None
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            for key in node:
-                if not key.startswith("_") and key not in params:
-                    allowed = f"not a parameter of {target}: one of {list(params)}"
-                    raise ConfigError(f"{prefix}.{key}", node[key], allowed)
-    for key, child in node.items_ex(resolve=False):
-        if isinstance(child, DictConfig):
-            check_keys(child, f"{prefix}.{key}")
-
-
-@dataclass
-class Experiment:
-    """Every component of one run, built from a composed config and checked (``prepare``)."""
-
-    data: MultimodalDataset
-    build_model: Callable[[], MultimodalClassifier]
-    trainer: Trainer
-    strategy: QueryStrategy
-    protocol: ALProtocol
-    sink: Sink
-
-
-def prepare(cfg: DictConfig) -> Experiment:
-    """Build every component of ``cfg``, each checking its own arguments, then the rules that cross groups;
-    raises ``ConfigError`` at the first bad value. Nothing is written: this is all a run does before work.
-    The components without data come first, then the data, then the model (which needs its shapes)."""
-    check_optimized_metric(cfg)
-    pitfall = build(cfg.pitfall, _convert_="all")
-    check_keys(cfg.al, "al", ALProtocol)
-    protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
-    trainer = build(cfg.trainer)
-    strategy = build(cfg.query, _convert_="all")
-    sink = build(cfg.logger)
-    data = build(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
-    check_budget(protocol, len(data.pool))
-    build_model = functools.partial(build(cfg.model, _convert_="all"), shapes=data.shapes,
-                                    num_classes=data.num_classes,
-                                    fusion=build(cfg.fusion, _convert_="all"))
-    check_strategy(cfg, strategy, build_model())
-    return Experiment(data, build_model, trainer, strategy, protocol, sink)
 
 
 def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from mmal.config import check_budget
 from mmal.data import MultimodalDataset, Pitfall
 from mmal.data.mfeat import mfeat_dir
 from mmal.errors import ConfigError
+from mmal.experiment import prepare
 from mmal.log import Sink, read_jsonl
 from mmal.models import MultimodalClassifier
 from mmal.protocol import ALProtocol
 from mmal.query import QueryStrategy
-from mmal.train import prepare
 from mmal.training import Trainer
 
 
@@ -95,6 +95,8 @@ BAD = [
     (["query=bald", "+query.mc_sample=3"], "query.mc_sample=3: not a parameter of mmal.query.BALD: one of ['mc_sa"),
     (["+fusion.heads=2"], "fusion.heads=2: not a parameter of mmal.models.fusion.IntermediateFusion"),
     (["+model.encoder.width=8"], "model.encoder.width=8: not a parameter of mmal.models.encoders.MLPEncoder"),
+    (["trainer.hooks=[{_target_: mmal.hooks.AuxiliaryHeadLoss, wieght: 2}]"],
+     "trainer.hooks[0].wieght=2: not a parameter of mmal.hooks.AuxiliaryHeadLoss: one of ['weight']"),
     (["trainer.optimizer._target_=torch.optim.Nope"], "trainer.optimizer._target_='torch.optim.Nope': an importable"),
     # Ranges, checked by each component's constructor.
     (["trainer.lr=0"], "trainer.lr=0.0: a number > 0"),  # typed: the 0 became a float at composition

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
+from mmal.experiment import prepare
 from mmal.hooks import AuxiliaryHeadLoss, TrainingHook
-from mmal.train import prepare
 from mmal.training import Trainer
 
 

@@ -16,11 +16,11 @@ from conftest import ROOT, TINY, compose_config
 
 from mmal.data.mfeat import mfeat_dir
 from mmal.errors import ConfigError
+from mmal.experiment import prepare
 from mmal.hooks import Batch
 from mmal.log import read_jsonl
 from mmal.models.classifier import ModelOutput
 from mmal.query import Entropy, QueryContext
-from mmal.train import prepare
 from mmal.training import Predictions
 
 README = (ROOT / "README.md").read_text()

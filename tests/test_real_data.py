@@ -19,7 +19,8 @@ from mmal.data.features import save_features
 from mmal.data.mfeat import VIEWS, mfeat_dir
 from mmal.data.real import centroid_distance
 from mmal.errors import ConfigError
-from mmal.train import prepare, run
+from mmal.experiment import prepare
+from mmal.train import run
 
 EXAMPLE = ROOT / "examples" / "features"
 FEATURE_ROOT = [f"dataset.root={EXAMPLE}"]  # dataset=features reads files relative to the working directory

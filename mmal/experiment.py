@@ -1,0 +1,100 @@
+"""One run's components, built from a composed config and checked before any work (``prepare``).
+
+Who checks what (docs/design.md, "Configuration"): Hydra checks the typed groups at composition
+(``mmal.schema``), ``check_keys`` every key against its target's parameters, each component its own values
+in its constructor, and ``mmal.config`` the rules that cross groups.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mmal.config import check_budget, check_optimized_metric, check_strategy
+from mmal.data import MultimodalDataset
+from mmal.errors import ConfigError
+from mmal.log import Sink
+from mmal.models import MultimodalClassifier
+from mmal.protocol import ALProtocol
+from mmal.query import QueryStrategy
+from mmal.training import Trainer
+
+
+def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    """Instantiate ``cfg[group]`` after checking that each of its keys is a parameter of its target (and of
+    every nested target's); a ``ConfigError`` from a constructor comes out as itself, not wrapped in
+    Hydra's ``InstantiationException``."""
+    check_keys(cfg[group], group)
+    try:
+        return instantiate(cfg[group], **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
+def check_keys(node: DictConfig, prefix: str, target: str | Callable | None = None) -> None:
+    """Refuse a key that the node's ``_target_`` (or ``target``) does not take (``+query.mc_sample=5``), here
+    and in nested nodes; a target that takes ``**kwargs`` takes any key. Hydra's typed groups refuse unknown
+    keys at composition (``mmal.schema``), except keys added with ``+``: this covers those and every other
+    group."""
+    target = target or node.get("_target_")
+    if callable(target):
+        target = f"{target.__module__}.{target.__qualname__}"
+    if isinstance(target, str):
+        try:
+            params = inspect.signature(get_object(target)).parameters
+        except (ImportError, AttributeError, ValueError) as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"{prefix}._target_", target, f"an importable class or function ({reason})") from None
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            for key in node:
+                if not key.startswith("_") and key not in params:
+                    allowed = f"not a parameter of {target}: one of {list(params)}"
+                    raise ConfigError(f"{prefix}.{key}", node[key], allowed)
+    for key in node:
+        child = node[key]  # None for a typed list or mapping that is null
+        if isinstance(child, DictConfig):
+            check_keys(child, f"{prefix}.{key}")
+        elif isinstance(child, ListConfig):  # trainer.hooks: a list of {_target_: ...}
+            for i, item in enumerate(child):
+                if isinstance(item, DictConfig):
+                    check_keys(item, f"{prefix}.{key}[{i}]")
+
+
+@dataclass
+class Experiment:
+    """Every component of one run, built from a composed config and checked (``prepare``)."""
+
+    data: MultimodalDataset
+    build_model: Callable[[], MultimodalClassifier]
+    trainer: Trainer
+    strategy: QueryStrategy
+    protocol: ALProtocol
+    sink: Sink
+
+
+def prepare(cfg: DictConfig) -> Experiment:
+    """Build every component of ``cfg``, each checking its own arguments, then the rules that cross groups;
+    raises ``ConfigError`` at the first bad value. Nothing is written: this is all a run does before work.
+    The components without data come first, then the data, then the model (which needs its shapes)."""
+    check_optimized_metric(cfg)
+    pitfall = build(cfg, "pitfall", _convert_="all")
+    check_keys(cfg.al, "al", ALProtocol)
+    protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
+    trainer = build(cfg, "trainer")
+    strategy = build(cfg, "query", _convert_="all")
+    sink = build(cfg, "logger")
+    data = build(cfg, "dataset", _partial_=True, _convert_="all")(pitfall=pitfall)
+    check_budget(protocol, len(data.pool))
+    build_model = functools.partial(build(cfg, "model", _convert_="all"), shapes=data.shapes,
+                                    num_classes=data.num_classes, fusion=build(cfg, "fusion", _convert_="all"))
+    check_strategy(cfg, strategy, build_model())
+    return Experiment(data, build_model, trainer, strategy, protocol, sink)
