@@ -7,14 +7,19 @@ import functools
 
 import pytest
 import torch
+from conftest import compose_config
+from hydra.utils import instantiate
 from sklearn.datasets import load_digits
 from torch import nn
 
 from mmal.data import MultimodalData, MultimodalDataset
 from mmal.errors import ConfigError
+from mmal.log import RunLog, read_jsonl
+from mmal.loop import run_active_learning
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import ConvEncoder, IdentityEncoder, MLPEncoder, mlp
 from mmal.models.fusion import EarlyFusion, IntermediateFusion
+from mmal.protocol import ALProtocol
 from mmal.training import Trainer
 
 
@@ -184,3 +189,25 @@ def test_a_cnn_dropout_counts_for_mc_dropout():
                                     encoders={"img": functools.partial(ConvEncoder, dropout=conv_dropout)})
     assert "dropout" in build(0.1).capabilities
     assert "dropout" not in build(0.0).capabilities
+
+
+@pytest.mark.parametrize("strategy", ["deepfool", "bmmal", "mm_coreset", "gap_split"])
+def test_an_image_modality_runs_through_the_whole_al_loop(strategy, tmp_path):
+    # Strategies that touch the inputs (DeepFool perturbs them) or each modality's embedding, with the
+    # image modality missing for some samples; the loop itself refuses a repeated or labeled pick.
+    data = _digits(num_pool=200, num_val=100, num_test=100)
+    missing = torch.arange(len(data.pool)) % 4 == 0  # every fourth pool image is missing
+    data = MultimodalDataset(data.pool.with_mask(torch.stack([~missing, torch.ones_like(missing)], 1)), data.val,
+                             data.test, num_classes=10)
+
+    def build():
+        torch.manual_seed(0)
+        return MultimodalClassifier(data.shapes, 10, functools.partial(MLPEncoder, out_dim=16),
+                                    functools.partial(IntermediateFusion, head_hidden=32), aux_heads=True,
+                                    encoders={"img": functools.partial(ConvEncoder, out_dim=16)})
+    query = instantiate(compose_config([f"query={strategy}"]).query, _convert_="all")
+    summary = run_active_learning(data, build, Trainer(epochs=3, device="cpu"), query, RunLog(tmp_path),
+                                  ALProtocol(initial_size=20, query_size=10, cycles=2), seed=0)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["n_labeled"] for r in records] == [20, 30, 40]
+    assert 0 <= summary["final/acc"] <= 1 and records[0]["query/missing_frac/img"] <= 1
