@@ -9,7 +9,10 @@ appear in its config group (``epochs``); whoever builds it from a group adds the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -25,11 +28,10 @@ class ConfigError(ValueError):
 
 
 def _show(value: Any) -> str:
-    if hasattr(value, "_metadata"):  # an OmegaConf node: show it as the plain value the user wrote
-        from omegaconf import OmegaConf
-
+    """The value as the user wrote it: a config node as a plain container, an enum choice as its value."""
+    if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value)
-    if hasattr(value, "value") and isinstance(value, str):  # a (str, Enum) choice
+    if isinstance(value, Enum):
         value = value.value
     return repr(value)
 
