@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, compose_config
+from sklearn.datasets import load_digits
 
 from mmal.data import Pitfall, load_features, make_mfeat
 from mmal.data.features import save_features
@@ -296,3 +297,30 @@ def test_active_learning_on_mfeat_ends_well_above_chance(tmp_path):
     assert summary["final/acc"] > 0.5  # chance is 0.1
     assert {"final/gap/probe", "final/gap/unimodal", "final/probe_acc/fou"} <= set(summary)
     assert not any(k.startswith(("final/neglect", "ground_truth")) for k in summary)  # no ground truth on real data
+
+
+def test_image_files_keep_their_shape_and_train_with_a_cnn(tmp_path):
+    # 8x8 digit images (N, 1, 8, 8) next to a 4-d pure-noise modality, some images missing (NaN rows),
+    # missing modalities drawn by difficulty (class-centroid distance on the flattened images).
+    digits = load_digits()
+    g = np.random.default_rng(0)
+    images = (digits.images / 16).astype(np.float32)[:, None]
+    missing = g.random(len(images)) < 0.1
+    images[missing] = np.nan
+    mask = np.stack([~missing, np.ones_like(missing)], 1)
+    save_features(tmp_path / "data", "all", {"img": images, "noise": g.normal(size=(len(images), 4))},
+                  digits.target, mask)
+    cfg = compose_config([f"dataset.root={tmp_path / 'data'}", "dataset=features", "logger=none", "trainer.device=cpu",
+                          "+model.encoders.img={_target_: mmal.models.encoders.ConvEncoder, _partial_: true}",
+                          "pitfall.missing_rate=[0.2,0.0]", "pitfall.missing_mechanism=difficulty",
+                          "trainer.epochs=30", "trainer.lr=5e-3", "al.initial_size=300", "al.query_size=100",
+                          "al.cycles=1", "query=badge"])
+    exp = prepare(cfg)
+    assert exp.data.shapes == {"img": (1, 8, 8), "noise": (4,)} and exp.data.num_classes == 10
+    assert type(exp.build_model().encoders[0]).__name__ == "ConvEncoder"
+    pool = exp.data.pool
+    assert torch.isfinite(pool.x["img"]).all() and not pool.x["img"][~pool.mask[:, 0]].any()  # NaN rows zeroed
+    assert 0.15 < 1 - pool.mask[:, 0].float().mean().item() < 0.4  # the file's 10 % and the pitfall's 20 %
+    summary = run(cfg, tmp_path / "run")
+    assert summary["final/acc"] > 0.5  # 0.71 measured; chance 0.1
+    assert summary["final/unimodal_acc/noise"] < 0.2  # the noise modality alone is at chance (0.09 measured)

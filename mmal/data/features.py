@@ -12,7 +12,8 @@ where the splits are ``pool``, ``val`` and ``test``; or ``pool`` and ``test`` (v
 pool file, stratified, ``val_fraction`` of its rows); or a single ``all`` (split stratified into
 pool/val/test with ``val_fraction`` and ``test_fraction`` of its rows). Keys in every split:
 
-- ``<modality>``: (N, ...) numbers, flattened to (N, D); rows of a missing modality may hold anything.
+- ``<modality>``: (N, ...) numbers, kept in their per-sample shape (``(N, D)`` features, ``(N, C, H, W)`` images for
+  ``mmal.models.encoders.ConvEncoder``; a 1-d array becomes (N, 1)); rows of a missing modality may hold anything.
 - ``y``: (N,) integer labels in [0, num_classes).
 - ``mask``: optional (N, M) bool (or 0/1), True = present; its columns follow ``modalities``.
 - ``modalities``: optional M names: the order of the mask's columns and the default modality order.
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmal.data.multimodal import MultimodalData, MultimodalDataset
+from mmal.data.multimodal import MultimodalData, MultimodalDataset, per_row
 from mmal.data.pitfall import Pitfall
 from mmal.data.real import build_real_dataset, check_fractions, stratified_split
 from mmal.errors import ConfigError, check_choice, check_int
@@ -90,9 +91,10 @@ def load_features(
     data = {s: _to_data(raw[s], files[s], names) for s in present}
     for s in present[1:]:
         for m in names:
-            if data[s].x[m].shape[1] != data[present[0]].x[m].shape[1]:
-                raise ConfigError("dataset.modalities", m, f"{data[s].x[m].shape[1]} features in {files[s]} but "
-                                                            f"{data[present[0]].x[m].shape[1]} in {first}")
+            shape, first_shape = tuple(data[s].x[m].shape[1:]), tuple(data[present[0]].x[m].shape[1:])
+            if shape != first_shape:
+                raise ConfigError("dataset.modalities", m, f"samples of shape {shape} in {files[s]} but "
+                                                            f"{first_shape} in {first}")
 
     largest = max(int(d.y.max()) for d in data.values() if len(d))
     k = largest + 1 if num_classes is None else num_classes
@@ -115,7 +117,7 @@ def save_features(root: str | Path, split: str, x: dict[str, np.ndarray], y: np.
                   mask: np.ndarray | None = None, fmt: str = "npz") -> Path:
     """Write one split (``pool``, ``val``, ``test`` or ``all``) in the layout ``load_features`` reads.
 
-    ``x``: modality name -> (N, D) array; ``y``: (N,) integer labels; ``mask``: optional (N, M) bool with
+    ``x``: modality name -> (N, ...) array; ``y``: (N,) integer labels; ``mask``: optional (N, M) bool with
     columns in the order of ``x``; ``fmt``: ``npz`` (compressed), ``pt`` or ``npy`` (a folder). Returns the path.
     """
     root = Path(root)
@@ -188,7 +190,7 @@ def _to_data(arrays: dict[str, np.ndarray], path: Path, names: tuple[str, ...]) 
             raise ConfigError("dataset.root", str(path.parent), f"modality {m!r} in {path} has shape {v.shape} "
                                                                  f"dtype {v.dtype}, expected {n} rows of numbers "
                                                                  f"like 'y'")
-        x[m] = torch.from_numpy(np.ascontiguousarray(v.reshape(n, -1), dtype=np.float32))
+        x[m] = torch.from_numpy(np.ascontiguousarray(v.reshape(n, -1) if v.ndim == 1 else v, dtype=np.float32))
     mask = torch.ones(n, len(names), dtype=torch.bool)
     if "mask" in arrays:
         mask = torch.from_numpy(_file_mask(arrays, path, names, n))
@@ -196,7 +198,7 @@ def _to_data(arrays: dict[str, np.ndarray], path: Path, names: tuple[str, ...]) 
         if not torch.isfinite(x[m][mask[:, i]]).all():
             raise ConfigError("dataset.root", str(path.parent), f"modality {m!r} in {path} has NaN or infinite "
                                                                  "values in rows marked present")
-        x[m] = torch.where(mask[:, i, None], x[m], 0.0)  # absent rows may hold NaN, which survives x * 0
+        x[m] = torch.where(per_row(mask[:, i], x[m]), x[m], 0.0)  # absent rows may hold NaN, which survives x * 0
     return MultimodalData(x=x, mask=mask, y=torch.from_numpy(y.astype(np.int64)), modalities=names)
 
 

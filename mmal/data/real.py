@@ -63,7 +63,7 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
     ``pool``/``val``/``test`` splits; each split's ``mask`` is the mask the files bring (all True if none)."""
     pitfall.check_real_data()
     names = splits["pool"].modalities
-    x = {s: dict(splits[s].x) for s in SPLITS}  # split -> modality -> (N, D_m)
+    x = {s: dict(splits[s].x) for s in SPLITS}  # split -> modality -> (N, *shape_m)
     for i, m in enumerate(names):
         present = splits["pool"].x[m][splits["pool"].mask[:, i]].double()  # (N_present, D_m)
         mean = present.mean(0) if len(present) else 0.0
@@ -95,8 +95,8 @@ def centroid_distance(pool_x: dict[str, Tensor], pool: MultimodalData, x: dict[s
     for i, m in enumerate(pool.modalities):
         present = pool.mask[:, i]
         onehot = torch.nn.functional.one_hot(pool.y[present], num_classes).double()  # (N_present, K)
-        sums = onehot.T @ pool_x[m][present].double()  # (K, D)
+        sums = onehot.T @ pool_x[m][present].flatten(1).double()  # (K, D), D = the flattened sample shape
         centroids = sums / onehot.sum(0).clamp_min(1)[:, None]
-        columns.append((x[m].double() - centroids[y]).norm(dim=1))
+        columns.append((x[m].flatten(1).double() - centroids[y]).norm(dim=1))
     return torch.stack(columns, dim=1)
 
