@@ -43,7 +43,8 @@ class TrainingHook:
         return None
 
     def after_backward(self, model: nn.Module, out: ModelOutput, batch: Batch) -> None:
-        """Gradients are in ``p.grad``; change them before the optimizer step (e.g. scale a modality's)."""
+        """Gradients are in ``p.grad`` (unscaled, also with ``precision=16``); change them before the
+        optimizer step (e.g. scale a modality's)."""
 
 
 class AuxiliaryHeadLoss(TrainingHook):

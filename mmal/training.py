@@ -115,6 +115,7 @@ class Trainer:
                             loss = loss + term
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # hooks see the true gradients (a no-op unless precision=16)
                 for hook in self.hooks:
                     hook.after_backward(model, out, batch)
                 scaler.step(opt)

@@ -94,3 +94,27 @@ def test_a_hook_loss_term_is_added_to_the_objective(parts):
     with torch.no_grad():
         logit = model(data.pool.subset(rows).x, data.pool.mask[rows]).logits[:, 0]
     assert logit.mean().item() == pytest.approx(7.0, abs=0.5)  # without the hook: -4.5
+
+
+class GradNorm(TrainingHook):
+    """Records the gradient norm each step, as a gradient-modulating method would read it."""
+
+    def start(self, model, optimizer, total_steps):
+        self.norms = []
+
+    def after_backward(self, model, out, batch):
+        self.norms.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm())
+
+
+def test_hooks_see_unscaled_gradients_under_float16(parts):
+    # precision=16 scales the loss (by 65536 at first) for its grad scaler; a hook must see the true gradients.
+    data, build_model = parts
+    norms = {}
+    for precision in ("32", "16"):
+        hook = GradNorm()
+        trainer = Trainer(epochs=1, batch_size=8, hooks=[hook], device="cpu")
+        trainer.precision = precision  # float16 is refused without CUDA; CPU autocast and GradScaler run it here
+        torch.manual_seed(0)
+        trainer.fit(build_model(), data.pool, torch.arange(16), seed=0)
+        norms[precision] = torch.stack(hook.norms)
+    assert torch.allclose(norms["16"], norms["32"], rtol=0.05)
