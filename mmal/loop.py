@@ -57,10 +57,10 @@ def run_active_learning(
     """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
 
     The budget must fit in the pool (``mmal.config.check_budget``). With ``warm_start=False`` every
-    cycle retrains from the same initial weights. After each
-    cycle the AL state is saved in the run directory; ``resume`` (a saved state, its records already in
-    ``run_log``) continues after its last complete cycle. Every cycle's randomness derives from the seed
-    and the cycle number, so a resumed run gives the same results as an uninterrupted one.
+    cycle retrains from the same initial weights. After each cycle the AL state is saved in the run
+    directory; ``resume`` (a saved state, its records already in ``run_log``) continues after its last
+    complete cycle. Every cycle's randomness derives from the seed and the cycle number, so a resumed run
+    gives the same results as an uninterrupted one.
     """
     initial_size, query_size, cycles = protocol.initial_size, protocol.query_size, protocol.cycles
     device = trainer.device

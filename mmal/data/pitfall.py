@@ -100,7 +100,7 @@ class Pitfall:
 
     def check_real_data(self) -> None:
         """Refuse interaction structures that only the synthetic generator can make."""
-        if any(is_number(self.interaction.get(k)) and self.interaction[k] > 0 for k in SYNTHETIC_ONLY):
+        if any(self.interaction.get(k, 0) > 0 for k in SYNTHETIC_ONLY):  # weights checked in __post_init__
             raise ConfigError("pitfall.interaction", dict(self.interaction),
                               "uniqueness and synergy are synthetic-only pitfalls (real data has its own interaction "
                               "structure); on real data use pitfall=none, modality_difficulty or missing_modality")

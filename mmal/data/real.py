@@ -36,8 +36,8 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
     for key, v in [("dataset.val_fraction", val_fraction), ("dataset.test_fraction", test_fraction)]:
         if not is_number(v) or not 0 < v < 1:
             raise ConfigError(key, v, "a number > 0 and < 1")
-    if val_fraction + test_fraction >= 1:
-        total = val_fraction + test_fraction
+    total = val_fraction + test_fraction
+    if total >= 1:
         raise ConfigError("dataset.test_fraction", test_fraction,
                           f"val_fraction + test_fraction = {total:g} must be < 1 (the pool is the rest)")
 
@@ -74,8 +74,7 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
 
     for m, sigma in zip(names, pitfall.per_modality("feature_noise", names)):
         if sigma > 0:
-            # independent per modality
-            g = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", m, bits=31))
+            g = torch.Generator().manual_seed(derive_seed(seed, "feature_noise", m, bits=31))  # one per modality
             for s in SPLITS:
                 x[s][m] = x[s][m] + sigma * torch.randn(x[s][m].shape, generator=g)
 

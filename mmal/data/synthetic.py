@@ -111,11 +111,10 @@ def make_synthetic(
     for split in SPLITS:
         rows = slice(start, start + sizes[split])
         start += sizes[split]
-        mask = torch.ones(sizes[split], num_modalities, dtype=torch.bool)
         hardness = lambda rows=rows: torch.stack(  # noqa: E731  (n, M): 1 - posterior of the true class
             [1 - _unimodal_posterior(world, i, z[i][rows]).gather(1, y[rows, None])[:, 0]
              for i in range(num_modalities)], dim=1)
-        mask = mask & pitfall_mask(pitfall, split, y[rows], g, num_classes, names, hardness)
+        mask = pitfall_mask(pitfall, split, y[rows], g, num_classes, names, hardness)
         data = MultimodalData(
             x={m: x[i][rows] for i, m in enumerate(names)},
             mask=mask,
