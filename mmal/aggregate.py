@@ -28,26 +28,32 @@ import yaml  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from mmal.log import read_jsonl  # noqa: E402
-from mmal.metrics import aubc  # noqa: E402
+from mmal.metrics import aubc_of  # noqa: E402
 from mmal.metrics.names import (  # noqa: E402
     ACC,
     BAYES_ACC,
     BAYES_ACC_ALL,
+    DEFICIT,
+    DEFICIT_REPR,
     FINAL_PREFIX,
-    GAP_PROBE,
+    GAP_NEGLECT,
+    GAP_NEGLECT_REPR,
     GAP_SHAPLEY,
     GROUND_TRUTH_PREFIX,
+    HEAD_ACC,
+    MASKED_ACC,
     N_LABELED,
-    PROBE_ACC,
-    PROBE_GAIN,
+    REF_ACC,
     aubc_key,
     per_modality,
     prefix,
 )
 
 # Summary keys in the tables, and whether higher is better.
-METRICS = {aubc_key(ACC): True, aubc_key(GAP_PROBE): False, aubc_key(GAP_SHAPLEY): False, FINAL_PREFIX + ACC: True}
-COMPARED = {aubc_key(ACC): True, aubc_key(GAP_PROBE): False}  # the pairwise comparison
+METRICS = {aubc_key(ACC): True, aubc_key(GAP_NEGLECT): False, aubc_key(GAP_NEGLECT_REPR): False,
+           aubc_key(GAP_SHAPLEY): False, FINAL_PREFIX + ACC: True}
+COMPARED = {aubc_key(ACC): True, aubc_key(GAP_NEGLECT): False}  # the pairwise comparison
+PER_MODALITY = (DEFICIT, DEFICIT_REPR, REF_ACC, HEAD_ACC, MASKED_ACC)  # the per-modality table, in this order
 
 
 @dataclass
@@ -162,7 +168,7 @@ def by_setting(jobs: list[Job], key: str) -> dict[str, dict[str, dict[str, float
     """setting -> strategy -> seed -> the summary value ``key`` of every finished job."""
     out: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for job in jobs:
-        if job.summary is not None:
+        if job.summary is not None and key in job.summary:  # a run without references has no gap/neglect
             out[job.setting][job.strategy][job.seed] = job.summary[key]
     return out
 
@@ -231,51 +237,46 @@ def focus_section(jobs: list[Job], focus: str, alpha: float) -> list[str]:
     return md
 
 
-def bayes_gap(summary: dict[str, Any]) -> float:
-    """Max minus min over modalities of the best achievable unimodal accuracy (NaN without ground truth):
-    the probe gap a model whose every representation were perfect would still show."""
-    bayes = [v for k, v in summary.items()
-             if k.startswith(GROUND_TRUTH_PREFIX + prefix(BAYES_ACC)) and k != GROUND_TRUTH_PREFIX + BAYES_ACC_ALL]
-    return max(bayes) - min(bayes) if len(bayes) > 1 else math.nan
-
-
-def closable_section(jobs: list[Job]) -> list[str]:
-    """Markdown: for data that knows its Bayes accuracies, how much of each strategy's probe-gap AUBC lies
-    above the Bayes gap — the part that better representations, and so possibly a strategy, could close."""
-    done = [j for j in jobs if j.summary is not None and not math.isnan(bayes_gap(j.summary))]
-    if not done:
+def modality_section(jobs: list[Job]) -> list[str]:
+    """Markdown: AUBC of each modality's deficit against its unimodal reference, and of the accuracies it is
+    built from (mean ± std over seeds, from the per-cycle records). ``gap/neglect`` is the largest deficit;
+    this table tells which modality it is and whether the reference or the fused model moved."""
+    done = [j for j in jobs if j.summary is not None and j.records]
+    last = {k for j in done for k in j.records[-1]}
+    keys = [k for family in PER_MODALITY for k in sorted(last) if k.startswith(prefix(family))]
+    if not keys:
         return []
-    md = ["", "## How much of the probe gap is closable (data with known Bayes accuracies)", "",
-          "Bayes gap = max − min over modalities of the best achievable unimodal accuracy; excess = "
-          f"`{aubc_key(GAP_PROBE)}` − Bayes gap (mean ± std over seeds). Only the excess can shrink; a negative "
-          "excess means the strongest modality's probe also falls short of its Bayes accuracy.", "",
-          f"| setting | strategy | Bayes gap | {aubc_key(GAP_PROBE)} | excess |", "|---|---|---|---|---|"]
+    md = ["", "## Each modality against its unimodal reference (AUBC, mean ± std over seeds)", "",
+          f"`{per_modality(DEFICIT, '<m>')}` = (`{per_modality(REF_ACC, '<m>')}` − "
+          f"`{per_modality(MASKED_ACC, '<m>')}`) / (`{per_modality(REF_ACC, '<m>')}` − chance), on the test rows that "
+          f"have m: the reference trained on m alone against the fused model with only m present. "
+          f"`{per_modality(DEFICIT_REPR, '<m>')}` compares linear probes on the two encoders m. 0 = the fused model "
+          f"does with m what m alone allows, 1 = nothing. `{per_modality(HEAD_ACC, '<m>')}`: the auxiliary head of m "
+          "(models with aux heads).", "",
+          "| setting | strategy | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for (setting, strategy), members in grouped(done):
-        floor = np.array([bayes_gap(j.summary) for j in members])
-        gap = np.array([j.summary[aubc_key(GAP_PROBE)] for j in members])
-        excess, spread = mean_std(gap - floor)
-        md.append(f"| {setting} | {strategy} | {floor.mean():.4f} | {gap.mean():.4f} | {excess:+.4f} ± {spread:.4f} |")
+        cells = [" ± ".join(f"{v:.4f}" for v in mean_std([aubc_of(j.records, key) for j in members])) for key in keys]
+        md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
     return md
 
 
-def modality_section(jobs: list[Job]) -> list[str]:
-    """Markdown: AUBC of each modality's probe accuracy, and of its gain over the untrained encoder when
-    logged (mean ± std over seeds, from the per-cycle records). A gap (max - min) also shrinks when the
-    strongest modality gets worse; this table tells which it was."""
-    done = [j for j in jobs if j.summary is not None and j.records]
-    keys = sorted({k for j in done for k in j.records[-1] if k.startswith((prefix(PROBE_ACC), prefix(PROBE_GAIN)))})
-    if not keys:
+def yardstick_section(jobs: list[Job]) -> list[str]:
+    """Markdown, for data that knows its Bayes accuracies: each modality's final reference accuracy next to
+    the best achievable from that modality alone, i.e. how good the yardstick of the deficits is."""
+    done = [j for j in jobs if j.summary is not None and any(k.startswith(GROUND_TRUTH_PREFIX) for k in j.summary)]
+    bayes = sorted({k for j in done for k in j.summary if k.startswith(GROUND_TRUTH_PREFIX + prefix(BAYES_ACC))
+                    and "+" not in k and k != GROUND_TRUTH_PREFIX + BAYES_ACC_ALL})
+    modalities = [k.removeprefix(GROUND_TRUTH_PREFIX + prefix(BAYES_ACC)) for k in bayes]
+    if not modalities:
         return []
-    md = ["", "## Each modality's probe accuracy (AUBC, mean ± std over seeds)", "",
-          f"`{per_modality(PROBE_GAIN, '<m>')}` is the probe accuracy minus that of the same probe on the untrained "
-          "encoder.", "",
-          "| setting | strategy | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    md = ["", "## The yardstick: each unimodal reference against the best achievable (data with known Bayes "
+          "accuracies)", "", "Final `ref_acc/<m>` (mean over seeds) / `bayes_acc/<m>`. A reference far below its "
+          "Bayes accuracy is still learning: deficits are relative to what the labels allow, not to the ideal.", "",
+          "| setting | strategy | " + " | ".join(modalities) + " |", "|---|---|" + "---|" * len(modalities)]
     for (setting, strategy), members in grouped(done):
-        cells = []
-        for key in keys:
-            mean, spread = mean_std([aubc([r[N_LABELED] for r in j.records], [r.get(key, np.nan) for r in j.records])
-                                     for j in members])
-            cells.append(f"{mean:.4f} ± {spread:.4f}")
+        cells = [f"{np.mean([j.summary.get(FINAL_PREFIX + per_modality(REF_ACC, m), np.nan) for j in members]):.4f}"
+                 f" / {np.mean([j.summary[GROUND_TRUTH_PREFIX + per_modality(BAYES_ACC, m)] for j in members]):.4f}"
+                 for m in modalities]
         md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
     return md
 
@@ -304,7 +305,7 @@ def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | N
     if focus is not None:
         md += focus_section(jobs, focus, alpha)
     md += modality_section(jobs)
-    md += closable_section(jobs)
+    md += yardstick_section(jobs)
     for key, higher in COMPARED.items():
         md += _pairwise_section(jobs, key, higher, alpha, out)
     md += ["", "## Curves", ""]
@@ -359,14 +360,15 @@ def _pairwise_section(jobs: list[Job], key: str, higher: bool, alpha: float, out
 
 def _plot_curves(jobs: list[Job], setting: str, out: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, ylabel in [(axes[0], ACC, "test accuracy"), (axes[1], GAP_PROBE, "modality gap (probe accuracy)")]:
+    for ax, key, ylabel in [(axes[0], ACC, "test accuracy"),
+                            (axes[1], GAP_NEGLECT, "gap/neglect: largest deficit against a unimodal reference")]:
         by_strategy: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_strategy[job.strategy].append(job)
         for strategy, members in sorted(by_strategy.items()):
             length = min(len(j.records) for j in members)
             x = [r[N_LABELED] for r in members[0].records[:length]]
-            values = np.array([[r[key] for r in j.records[:length]] for j in members])
+            values = np.array([[r.get(key, np.nan) for r in j.records[:length]] for j in members])
             mean, half = mean_ci(values)
             ax.plot(x, mean, marker=".", label=f"{strategy} (n={len(members)})")
             ax.fill_between(x, mean - half, mean + half, alpha=0.2)

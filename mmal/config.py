@@ -50,3 +50,7 @@ def check_optimized_metric(cfg: DictConfig) -> None:
     final = names.FINAL_PREFIX
     if not (isinstance(metric, str) and metric.startswith(final) and len(metric) > len(final)):
         check_choice("optimized_metric", metric, [*OPTIMIZABLE, f"{final}<metric>"])
+    # deficit/<m>, deficit_repr/<m>, ref_acc/<m>, ref_repr_acc/<m>, gap/neglect(_repr) and their AUBCs
+    if cfg.diagnostics.every == 0 and any(word in metric for word in ("neglect", "deficit", "ref_")):
+        raise ConfigError("optimized_metric", metric, "a metric that needs no unimodal references: "
+                          "diagnostics.every=0 trains none")

@@ -21,6 +21,7 @@ from mmal.config import check_budget, check_optimized_metric, check_strategy
 from mmal.data import MultimodalDataset
 from mmal.errors import ConfigError
 from mmal.log import Sink
+from mmal.metrics.references import References
 from mmal.models import MultimodalClassifier
 from mmal.protocol import ALProtocol
 from mmal.query import QueryStrategy
@@ -78,6 +79,7 @@ class Experiment:
     trainer: Trainer
     strategy: QueryStrategy
     protocol: ALProtocol
+    references: References
     sink: Sink
 
 
@@ -90,6 +92,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     check_keys(cfg.al, "al", ALProtocol)
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
     trainer = build(cfg, "trainer")
+    references = build(cfg, "diagnostics")
     strategy = build(cfg, "query", _convert_="all")
     sink = build(cfg, "logger")
     data = build(cfg, "dataset", _partial_=True, _convert_="all")(pitfall=pitfall)
@@ -97,4 +100,4 @@ def prepare(cfg: DictConfig) -> Experiment:
     build_model = functools.partial(build(cfg, "model", _convert_="all"), shapes=data.shapes,
                                     num_classes=data.num_classes, fusion=build(cfg, "fusion", _convert_="all"))
     check_strategy(cfg, strategy, build_model())
-    return Experiment(data, build_model, trainer, strategy, protocol, sink)
+    return Experiment(data, build_model, trainer, strategy, protocol, references, sink)

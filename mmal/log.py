@@ -14,16 +14,19 @@ from typing import Any
 from mmal.metrics.names import (
     ACC,
     CYCLE,
+    DEFICIT,
     FINAL_PREFIX,
-    GAP_PROBE,
-    GAP_UNIMODAL,
+    GAP_NEGLECT,
+    GAP_SHAPLEY,
     MACRO_F1,
+    MASKED_ACC,
     N_LABELED,
-    PROBE_ACC,
+    REF_ACC,
+    REPR_ACC,
     SHAPLEY,
+    TIME_REFERENCE,
     TIME_SELECT,
     TIME_TRAIN,
-    UNIMODAL_ACC,
     aubc_key,
     prefix,
 )
@@ -55,14 +58,16 @@ class Sink:
 
 _WANDB_DIRS = {"WANDB_DIR": "", "WANDB_CACHE_DIR": "wandb_cache", "WANDB_CONFIG_DIR": "wandb_config",
                "WANDB_DATA_DIR": "wandb_data"}
-_PER_MODALITY = {PROBE_ACC: "probe accuracy", UNIMODAL_ACC: "unimodal accuracy", SHAPLEY: "Shapley value"}
+_PER_MODALITY = {DEFICIT: "deficit against the unimodal reference", REF_ACC: "unimodal reference accuracy",
+                 MASKED_ACC: "masked accuracy", REPR_ACC: "probe accuracy", SHAPLEY: "Shapley value"}
 
 
 class WandbSink(Sink):
     """Logs a run to Weights & Biases (``logger=wandb``): each cycle's metrics charted against ``n_labeled``
     (a list such as ``query/class_hist`` as one scalar per index, ``query/class_hist/<c>``), then the summary,
-    a table ``cycle_table`` of all records, a line chart per modality for each of ``probe_acc/``, ``unimodal_acc/``
-    and ``shapley/`` (``charts/<metric>``) and every PNG of the run directory (``plots/<stem>``).
+    a table ``cycle_table`` of all records, a line chart per modality for each of ``deficit/``, ``ref_acc/``,
+    ``masked_acc/``, ``repr_acc/`` and ``shapley/`` (``charts/<metric>``) and every PNG of the run directory
+    (``plots/<stem>``).
 
     Everything wandb writes stays inside the run directory: the run in ``<run_dir>/wandb``, its caches and
     settings in ``<run_dir>/wandb_{cache,config,data}``. A W&B failure (a bad ``mode``, no API key, no
@@ -203,11 +208,11 @@ class RunLog:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info(
-            f"cycle %d/%d  labeled %d  {ACC} %.4f  {MACRO_F1} %.4f  {GAP_PROBE} %.3f  {GAP_UNIMODAL} %.3f  "
-            "train %.2fs  select %.3fs",
+            f"cycle %d/%d  labeled %d  {ACC} %.4f  {MACRO_F1} %.4f  {GAP_NEGLECT} %.3f  {GAP_SHAPLEY} %.3f  "
+            "train %.2fs  references %.2fs  select %.3fs",
             record[CYCLE], total_cycles, record[N_LABELED], record[ACC], record[MACRO_F1],
-            record.get(GAP_PROBE, float("nan")), record.get(GAP_UNIMODAL, float("nan")),
-            record[TIME_TRAIN], record[TIME_SELECT],
+            record.get(GAP_NEGLECT, float("nan")), record.get(GAP_SHAPLEY, float("nan")),
+            record[TIME_TRAIN], record[TIME_REFERENCE], record[TIME_SELECT],
         )
         self.sink.log(record)
 

@@ -18,8 +18,9 @@ from torch import Tensor
 from mmal.checkpoint import save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
-from mmal.metrics import aubc, names
-from mmal.metrics.modality import evaluate_subsets, modality_diagnostics, probe_accuracies
+from mmal.metrics import aubc_of, names
+from mmal.metrics.modality import evaluate_subsets, modality_diagnostics
+from mmal.metrics.references import References
 from mmal.models.classifier import MultimodalClassifier
 from mmal.plots import save_plots
 from mmal.protocol import ALProtocol
@@ -51,6 +52,7 @@ def run_active_learning(
     run_log: RunLog,
     protocol: ALProtocol,
     seed: int,
+    references: References | None = None,
     resume: dict[str, Any] | None = None,
     fingerprint: str = "",
 ) -> dict[str, Any]:
@@ -60,15 +62,17 @@ def run_active_learning(
     cycle retrains from the same initial weights. After each cycle the AL state is saved in the run
     directory; ``resume`` (a saved state, its records already in ``run_log``) continues after its last
     complete cycle. Every cycle's randomness derives from the seed and the cycle number, so a resumed run
-    gives the same results as an uninterrupted one.
+    gives the same results as an uninterrupted one. ``references`` (default ``References()``: every cycle)
+    trains the unimodal references that the neglect measure compares the fused model with, from the same
+    initial weights, labeled rows and training seed.
     """
+    references = References() if references is None else references
     initial_size, query_size, cycles = protocol.initial_size, protocol.query_size, protocol.cycles
     device = trainer.device
     data = data.to(device)
     labeled = initial_labeled(len(data.pool), initial_size, seed).to(device)
     model = initial_model(build_model, seed).to(device)
-    initial_state = copy.deepcopy(model.state_dict())
-    untrained = probe_accuracies(trainer, model, data)  # the reference for probe_gain/<m>
+    initial = copy.deepcopy(model)  # the initial weights, for cold starts and the references
     records = run_log.records
     first_cycle = 0
     if resume is not None:
@@ -79,20 +83,28 @@ def run_active_learning(
     for cycle in range(first_cycle, cycles + 1):
         # Train on the labeled set.
         if not protocol.warm_start:
-            model.load_state_dict(initial_state)
+            model.load_state_dict(initial.state_dict())
         start = time.perf_counter()
-        trainer.fit(model, data.pool, labeled.nonzero().squeeze(1), derive_seed(seed, "train", cycle))
+        rows = labeled.nonzero().squeeze(1)
+        train_seed = derive_seed(seed, "train", cycle)
+        trainer.fit(model, data.pool, rows, train_seed)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
 
-        # Evaluate on the fixed test set under every modality subset, then the modality-gap diagnostics.
+        # Evaluate on the fixed test set under every modality subset, then the modality diagnostics.
         start = time.perf_counter()
         evaluation = evaluate_subsets(trainer, model, data.test)
         record[names.TIME_EVAL] = _since(start, device)
         start = time.perf_counter()
-        record.update(modality_diagnostics(trainer, model, data, evaluation))
-        record.update({names.PROBE_GAIN + k.removeprefix(names.PROBE_ACC): record[k] - v for k, v in untrained.items()})
+        record.update(modality_diagnostics(trainer, model, data, rows, evaluation))
         record[names.TIME_DIAGNOSE] = _since(start, device)
+        # Unimodal references on the same labeled rows: the fused model's deficit on each modality.
+        record[names.TIME_REFERENCE] = 0.0
+        if references.due(cycle, cycles):
+            start = time.perf_counter()
+            record.update(references.measure(trainer, initial, data, rows, train_seed))
+            record[names.TIME_REFERENCE] = _since(start, device)
+            record.update(references.deficits(record, data.modalities))
 
         # Query the next batch and reveal its labels (no query after the last training).
         record[names.TIME_SELECT] = 0.0
@@ -113,7 +125,7 @@ def run_active_learning(
         save_state(run_log.run_dir, state)
 
     summary = summarise(records, data.ground_truth)
-    summary.update({names.UNTRAINED_PREFIX + k: v for k, v in untrained.items()})
+    summary[names.MODALITY_DROPOUT] = trainer.modality_dropout
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
     save_state(run_log.run_dir, {**state, "summary": summary})
@@ -130,15 +142,17 @@ def selection_statistics(pool: MultimodalData, picked: Tensor, num_classes: int)
 
 
 def summarise(records: list[dict[str, Any]], ground_truth: dict[str, float]) -> dict[str, Any]:
-    """Final value of every per-cycle metric, AUBC of accuracy, macro-F1 and the gaps, total phase times."""
+    """Final value of every per-cycle metric, AUBC of accuracy, macro-F1 and the imbalance numbers, total phase
+    times."""
     n_labeled = [r[names.N_LABELED] for r in records]
     summary: dict[str, Any] = {names.N_LABELED: n_labeled[-1], names.CYCLES: len(records) - 1}
     last = records[-1]
     for key, value in last.items():
         if isinstance(value, float) and not key.startswith(names.NOT_SUMMARISED):
             summary[names.FINAL_PREFIX + key] = value
-    for key in names.AUBC_METRICS:
-        summary[names.aubc_key(key)] = aubc(n_labeled, [r[key] for r in records])
+    for key in names.AUBC_METRICS:  # over the cycles that have the metric (references may skip some)
+        if any(key in r for r in records):
+            summary[names.aubc_key(key)] = aubc_of(records, key)
     for key in [k for k in last if k.startswith(names.TIME_PREFIX)]:
         summary[names.TOTAL_PREFIX + key] = sum(r[key] for r in records)
     summary.update({names.GROUND_TRUTH_PREFIX + k: v for k, v in ground_truth.items()})

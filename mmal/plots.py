@@ -1,4 +1,4 @@
-"""The PNG figures each run writes: the learning curve and the modality-gap curves."""
+"""The PNG figures each run writes: the learning curve and the modality-imbalance curves."""
 
 from __future__ import annotations
 
@@ -14,25 +14,36 @@ from mmal.metrics.names import (  # noqa: E402
     ACC,
     BAYES_ACC,
     BAYES_ACC_ALL,
-    GAP_PROBE,
-    GAP_SHAPLEY,
-    GAP_UNIMODAL,
+    CHANCE,
+    DEFICIT,
+    DEFICIT_REPR,
+    GAP_NEGLECT,
+    HEAD_ACC,
     MACRO_F1,
+    MASKED_ACC,
     N_LABELED,
-    PROBE_ACC,
+    REF_ACC,
+    REF_REPR_ACC,
+    REPR_ACC,
     SHAPLEY,
-    UNIMODAL_ACC,
     per_modality,
     prefix,
 )
 
 
 def _modalities(records: list[dict[str, Any]]) -> list[str]:
-    return [k.removeprefix(prefix(PROBE_ACC)) for k in records[0] if k.startswith(prefix(PROBE_ACC))]
+    return [k.removeprefix(prefix(CHANCE)) for k in records[0] if k.startswith(prefix(CHANCE))]
+
+
+def _curve(ax: Any, records: list[dict[str, Any]], key: str, **style: Any) -> None:
+    """``key`` against the labeled count over the cycles that have it (references may skip cycles)."""
+    points = [(r[N_LABELED], r[key]) for r in records if key in r]
+    if points:
+        ax.plot(*zip(*points), **style)
 
 
 def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], run_dir: Path) -> list[Path]:
-    """Write ``learning_curve.png`` and ``modality_gap.png`` into ``run_dir``; returns their paths."""
+    """Write ``learning_curve.png`` and ``modality_imbalance.png`` into ``run_dir``; returns their paths."""
     x = [r[N_LABELED] for r in records]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -50,34 +61,35 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
-    panels = [
-        (PROBE_ACC, "linear-probe accuracy on modality m's embedding", "What the representation holds"),
-        (UNIMODAL_ACC, "test accuracy with only modality m present", "What the fused model uses"),
-        (SHAPLEY, "Shapley value of modality m for accuracy", "Contribution to the fused accuracy"),
-    ]
-    for ax, (family, ylabel, title) in zip(axes.flat, panels):
-        for i, m in enumerate(_modalities(records)):
-            color = colors[i % len(colors)]
-            ax.plot(x, [r[per_modality(family, m)] for r in records], marker="o", color=color, label=m)
-            bayes = per_modality(BAYES_ACC, m)
-            if family != SHAPLEY and bayes in ground_truth:
-                ax.axhline(ground_truth[bayes], ls="--", color=color, label=f"{m}: best achievable")
-        ax.set(ylabel=ylabel, title=title)
-    gap_ax = axes.flat[3]
-    # With two modalities the Shapley gap equals the unimodal one (phi_a - phi_b = v(a) - v(b)): dashed
-    # so that both lines stay visible.
-    for key, label, style in [(GAP_PROBE, "probe", "-o"), (GAP_UNIMODAL, "unimodal accuracy", "-s"),
-                              (GAP_SHAPLEY, "Shapley", "--x")]:
-        gap_ax.plot(x, [r[key] for r in records], style, label=label)
-    gap_ax.set(ylabel="max - min over modalities", title="Modality gap")
+    own = HEAD_ACC if per_modality(HEAD_ACC, _modalities(records)[0]) in records[0] else MASKED_ACC
+    for i, m in enumerate(_modalities(records)):
+        color = colors[i % len(colors)]
+        _curve(axes[0, 0], records, per_modality(DEFICIT, m), marker="o", color=color, label=f"{m}: decision")
+        _curve(axes[0, 0], records, per_modality(DEFICIT_REPR, m), marker="x", ls=":", color=color,
+               label=f"{m}: representation")
+        _curve(axes[0, 1], records, per_modality(REF_ACC, m), marker="o", color=color, label=f"{m}: reference")
+        _curve(axes[0, 1], records, per_modality(own, m), marker="s", ls=":", color=color, label=f"{m}: fused ({own})")
+        _curve(axes[1, 0], records, per_modality(REF_REPR_ACC, m), marker="o", color=color, label=f"{m}: reference")
+        _curve(axes[1, 0], records, per_modality(REPR_ACC, m), marker="s", ls=":", color=color, label=f"{m}: fused")
+        _curve(axes[1, 1], records, per_modality(SHAPLEY, m), marker="o", color=color, label=m)
+        if per_modality(BAYES_ACC, m) in ground_truth:
+            axes[0, 1].axhline(ground_truth[per_modality(BAYES_ACC, m)], ls="--", color=color, lw=0.8,
+                               label=f"{m}: best achievable")
+    _curve(axes[0, 0], records, GAP_NEGLECT, color="black", lw=2, label=f"{GAP_NEGLECT} (largest)")
+    axes[0, 0].axhline(0, color="gray", lw=0.8)
+    axes[0, 0].set(ylabel="(reference - fused) / (reference - chance)", title="Neglect of each modality")
+    axes[0, 1].set(ylabel="test accuracy from modality m alone", title="Decision level: reference vs fused model")
+    axes[1, 0].set(ylabel="linear probe on encoder m (fit on labeled rows)",
+                   title="Representation level: reference vs fused encoder")
+    axes[1, 1].set(ylabel="Shapley value of m for accuracy", title="Contribution to the fused accuracy")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     for ax in axes[1]:
         ax.set_xlabel("labeled samples")
-    fig.suptitle("Modality-gap diagnostics per AL cycle (dashed: best achievable from the modality alone)")
+    fig.suptitle("Modality imbalance per AL cycle, on the test rows that have each modality")
     fig.tight_layout()
-    paths.append(Path(run_dir) / "modality_gap.png")
+    paths.append(Path(run_dir) / "modality_imbalance.png")
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
     return paths

@@ -41,6 +41,7 @@ class TrainerConfig:
     device: Device = Device.auto
     precision: str = "32"  # 32 | bf16 | 16; a string, not an enum, so that trainer.precision=32 also works
     eval_batch_size: int = 8192
+    modality_dropout: float = 0.0
     num_threads: Optional[int] = None  # noqa: UP045 (OmegaConf reads Optional, not X | None, on Python 3.10)
 
 
@@ -68,7 +69,9 @@ class SyntheticConfig:
     num_val: int = 500
     num_test: int = 2000
     num_classes: int = 4
-    modalities: dict[str, int] = field(default_factory=lambda: {"a": 32, "b": 32})
+    # Any and null (make_synthetic's default, {a: 32, b: 32}), so that a mapping on the command line replaces it
+    # whole: Hydra merges it into a mapping node, where a new key fails ("Key 'c' is not in struct").
+    modalities: Any = None
     nuisance_dim: int = 4
     class_weights: Optional[list[float]] = None  # noqa: UP045
     bayes_samples: int = 20000

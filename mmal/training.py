@@ -14,6 +14,7 @@ from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
 from mmal.models.classifier import MultimodalClassifier
+from mmal.seeding import derive_seed
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,6 +57,9 @@ class Trainer:
         device: ``auto`` | ``cpu`` | ``cuda``.
         precision: ``32``, or mixed precision ``bf16`` / ``16`` (autocast; ``16`` with a grad scaler).
         eval_batch_size: batch size of inference.
+        modality_dropout: probability that each present modality of a training sample is masked out (a
+            sample keeps at least one), so that the model learns to predict from subsets and masked
+            evaluation (``masked_acc``, Shapley values) is in distribution; 0 = off.
         num_threads: CPU threads of PyTorch for this process (``torch.set_num_threads``); None keeps
             PyTorch's default. Small models train fastest on 1 thread, and several jobs sharing the cores
             (a joblib sweep) slow down many-fold when each one spins a thread per core.
@@ -64,12 +68,13 @@ class Trainer:
     def __init__(self, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None, aux_weight: float = 1.0,
                  hooks: Sequence[TrainingHook] = (), device: str = "auto", precision: str = "32",
-                 eval_batch_size: int = 8192, num_threads: int | None = None):
+                 eval_batch_size: int = 8192, modality_dropout: float = 0.0, num_threads: int | None = None):
         self.epochs = check_int("trainer.epochs", epochs, 1)
         self.batch_size = check_int("trainer.batch_size", batch_size, 1)
         self.eval_batch_size = check_int("trainer.eval_batch_size", eval_batch_size, 1)
         self.lr = check_number("trainer.lr", lr, 0, strict=True)
         self.weight_decay = check_number("trainer.weight_decay", weight_decay, 0)
+        self.modality_dropout = check_number("trainer.modality_dropout", modality_dropout, 0, below=1)
         self.optimizer = optimizer or torch.optim.AdamW
         self.hooks = [AuxiliaryHeadLoss(check_number("trainer.aux_weight", aux_weight, 0)), *hooks]
         device = getattr(device, "value", device)  # a schema.Device from the typed config
@@ -94,6 +99,7 @@ class Trainer:
         batch order and dropout."""
         torch.manual_seed(seed)  # dropout draws from the global generator
         order = torch.Generator().manual_seed(seed)
+        drop = torch.Generator().manual_seed(derive_seed(seed, "modality_dropout"))
         model.to(self.device).train()
         opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
@@ -105,7 +111,10 @@ class Trainer:
         for _ in range(self.epochs):
             perm = idx[torch.randperm(len(idx), generator=order).to(self.device)]
             for rows in perm.split(self.batch_size):
-                batch = Batch({m: v[rows] for m, v in data.x.items()}, data.mask[rows], data.y[rows], step)
+                mask = data.mask[rows]
+                if self.modality_dropout > 0:
+                    mask = self._drop_modalities(mask, drop)
+                batch = Batch({m: v[rows] for m, v in data.x.items()}, mask, data.y[rows], step)
                 with self._autocast():
                     out = model(batch.x, batch.mask)
                     loss = F.cross_entropy(out.logits.float(), batch.y)
@@ -122,6 +131,13 @@ class Trainer:
                 scaler.update()
                 step += 1
         return model.eval()
+
+    def _drop_modalities(self, mask: Tensor, g: torch.Generator) -> Tensor:
+        """Mask each present modality with probability ``modality_dropout``; a row left with none keeps its
+        own mask."""
+        dropped = torch.rand(mask.shape, generator=g).to(mask.device) < self.modality_dropout
+        kept = mask & ~dropped
+        return torch.where(kept.any(1, keepdim=True), kept, mask)
 
     @torch.inference_mode()
     def predict(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor | None = None,

@@ -27,6 +27,9 @@ class MultimodalData:
         modalities: modality names, fixed order (column m of ``mask`` is ``modalities[m]``).
         informative: optional (N, M) bool ground truth: True where modality m alone carries label
             information for the sample (synthetic data only).
+        latent_class: optional (N, M) long ground truth: the class prototype modality m's latent was drawn
+            around (the label under redundancy, the digit under synergy, -1 where the latent holds no class),
+            for probes of what an encoder holds (synthetic data only).
     """
 
     x: dict[str, Tensor]
@@ -34,6 +37,7 @@ class MultimodalData:
     y: Tensor
     modalities: tuple[str, ...]
     informative: Tensor | None = None
+    latent_class: Tensor | None = None
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -46,6 +50,7 @@ class MultimodalData:
             mask=self.mask[idx],
             y=self.y[idx],
             informative=None if self.informative is None else self.informative[idx],
+            latent_class=None if self.latent_class is None else self.latent_class[idx],
         )
 
     def to(self, device: torch.device | str) -> MultimodalData:
@@ -55,6 +60,7 @@ class MultimodalData:
             mask=self.mask.to(device),
             y=self.y.to(device),
             informative=None if self.informative is None else self.informative.to(device),
+            latent_class=None if self.latent_class is None else self.latent_class.to(device),
         )
 
     def with_mask(self, mask: Tensor) -> MultimodalData:
@@ -71,8 +77,8 @@ class MultimodalDataset:
 
     ``pool`` is what the strategies query from (unlabeled + labeled), ``val`` is for diagnostics only
     and never queried, ``test`` is fixed for evaluation. ``ground_truth`` holds, for synthetic data,
-    ``bayes_acc/<m>`` (best achievable accuracy from modality m alone, when present) and
-    ``bayes_acc/all``.
+    the best achievable accuracy of every subset of modalities (all present): ``bayes_acc/<m>``,
+    ``bayes_acc/<m1>+<m2>`` (from three modalities on) and ``bayes_acc/all``.
     """
 
     pool: MultimodalData

@@ -14,14 +14,17 @@ How a sample is made:
    ``dims[m]`` >= L dimensions. It is injective, so x_m holds exactly the information of z_m, and
    the best achievable (Bayes) accuracy is computable from the latent Gaussian mixture.
 
-Ground truth: ``bayes_acc/<m>`` = E[max_y p(y | z_m)] (modality m alone, when present) and
-``bayes_acc/all`` = E[max_y p(y | z_1..z_M)], both Monte Carlo estimates over ``bayes_samples`` fresh
-draws with the exact posterior (standard error <= 0.5 / sqrt(bayes_samples)). Per sample,
-``informative[:, m]`` says whether modality m alone carries label information.
+Ground truth: for every non-empty subset S of modalities, E[max_y p(y | z_S)], a Monte Carlo estimate over
+``bayes_samples`` fresh draws with the exact posterior (standard error <= 0.5 / sqrt(bayes_samples)):
+``bayes_acc/<m>`` (m alone, when present), ``bayes_acc/<m1>+<m2>`` (a proper subset, from three modalities
+on) and ``bayes_acc/all``. Per sample, ``informative[:, m]`` says whether modality m alone carries label
+information, and ``latent_class[:, m]`` is the prototype z_m was drawn around (c_m above; -1 for a
+uniqueness sample's uninformative modalities): under synergy, the digit u_m.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -34,6 +37,7 @@ from mmal.data.missing import pitfall_mask
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.data.pitfall import SPLITS, Pitfall
 from mmal.errors import ConfigError, check_int, check_numbers, is_int
+from mmal.metrics.names import BAYES_ACC_ALL, bayes_key
 
 LEAKY_SLOPE = 0.2
 
@@ -102,7 +106,7 @@ def make_synthetic(
 
     g = torch.Generator().manual_seed(int(seeds[1]))
     sizes = {"pool": num_samples, "val": num_val, "test": num_test}
-    y, z, informative = _sample_latents(world, sum(sizes.values()), g)
+    y, z, informative, latent_class = _sample_latents(world, sum(sizes.values()), g)
     x = [_observe(world.maps[i], z[i]) for i in range(num_modalities)]
     # Standardise each feature with pool statistics (an affine map: no information is lost).
     x = [(v - v[:num_samples].mean(0)) / v[:num_samples].std(0).clamp_min(1e-6) for v in x]
@@ -112,7 +116,7 @@ def make_synthetic(
         rows = slice(start, start + sizes[split])
         start += sizes[split]
         hardness = lambda rows=rows: torch.stack(  # noqa: E731  (n, M): 1 - posterior of the true class
-            [1 - _unimodal_posterior(world, i, z[i][rows]).gather(1, y[rows, None])[:, 0]
+            [1 - _posterior(world, (i,), [v[rows] for v in z]).gather(1, y[rows, None])[:, 0]
              for i in range(num_modalities)], dim=1)
         mask = pitfall_mask(pitfall, split, y[rows], g, num_classes, names, hardness)
         data = MultimodalData(
@@ -121,6 +125,7 @@ def make_synthetic(
             y=y[rows],
             modalities=names,
             informative=informative[rows],
+            latent_class=latent_class[rows],
         )
         splits[split] = data.with_mask(mask)
 
@@ -148,14 +153,15 @@ def _check_sizes(num_samples: int, num_val: int, num_test: int, num_classes: int
 
 
 def bayes_accuracy(world: _World, num_draws: int, seed: int, names: tuple[str, ...]) -> dict[str, float]:
-    """Monte Carlo estimate of the Bayes accuracy per modality and for all modalities together."""
+    """Monte Carlo estimate of the Bayes accuracy of every non-empty subset of modalities (all present):
+    ``bayes_acc/<m>`` for one, ``bayes_acc/<m1>+<m2>`` for a proper subset, ``bayes_acc/all`` for all."""
     g = torch.Generator().manual_seed(seed)
-    _, z, _ = _sample_latents(world, num_draws, g)
-    result = {
-        f"bayes_acc/{m}": _unimodal_posterior(world, i, z[i]).max(1).values.mean().item()
-        for i, m in enumerate(names)
-    }
-    result["bayes_acc/all"] = _joint_posterior(world, z).max(1).values.mean().item()
+    _, z, _, _ = _sample_latents(world, num_draws, g)
+    result = {}
+    for size in range(1, len(names) + 1):
+        for subset in itertools.combinations(range(len(names)), size):
+            key = BAYES_ACC_ALL if size == len(names) else bayes_key(tuple(names[i] for i in subset))
+            result[key] = _posterior(world, subset, z).max(1).values.mean().item()
     return result
 
 
@@ -177,8 +183,9 @@ def _observe(weights: list[Tensor], z: Tensor) -> Tensor:
     return h.float()
 
 
-def _sample_latents(world: _World, n: int, g: torch.Generator) -> tuple[Tensor, list[Tensor], Tensor]:
-    """Labels (N,), noisy latents M x (N, L) float64, and informative (N, M) bool."""
+def _sample_latents(world: _World, n: int, g: torch.Generator) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+    """Labels (N,), noisy latents M x (N, L) float64, informative (N, M) bool, and latent_class (N, M): the
+    prototype each latent is drawn around (-1: none, the latent sits at the origin)."""
     num_modalities, num_classes = len(world.prototypes), world.num_classes
     y = torch.multinomial(world.class_weights, n, replacement=True, generator=g)
     kind = torch.multinomial(world.interaction, n, replacement=True, generator=g)  # 0 red, 1 uni, 2 syn
@@ -196,7 +203,7 @@ def _sample_latents(world: _World, n: int, g: torch.Generator) -> tuple[Tensor, 
         centre = world.prototypes[m][content[:, m]] * (world.separation[m] * active[:, m, None])
         eps = torch.randn(centre.shape, generator=g, dtype=torch.float64)
         z.append(centre + world.noise[m] * eps)
-    return y, z, informative
+    return y, z, informative, torch.where(active, content, -1)
 
 
 def _likelihoods(world: _World, m: int, z: Tensor) -> Tensor:
@@ -207,33 +214,28 @@ def _likelihoods(world: _World, m: int, z: Tensor) -> Tensor:
     return torch.exp(log_lik - log_lik.max(1, keepdim=True).values)  # row scale cancels in posteriors
 
 
-def _unimodal_posterior(world: _World, m: int, z: Tensor) -> Tensor:
-    """p(y | z_m), (N, K)."""
-    lik = _likelihoods(world, m, z)
-    at_class, at_origin = lik[:, :-1], lik[:, -1:]
-    w_red, w_uni, w_syn = world.interaction
-    q = world.unique_probs[m]
-    evidence = w_red * at_class + w_uni * (q * at_class + (1 - q) * at_origin) + w_syn * at_class.mean(1, keepdim=True)
-    return _normalise(evidence * world.class_weights)
-
-
-def _joint_posterior(world: _World, z: list[Tensor]) -> Tensor:
-    """p(y | z_1..z_M), (N, K); synergy sums over digit assignments by cyclic convolution."""
-    liks = [_likelihoods(world, m, zm) for m, zm in enumerate(z)]
-    at_class = [lik[:, :-1] for lik in liks]
-    at_origin = [lik[:, -1:] for lik in liks]
-    num_modalities, num_classes = len(z), world.num_classes
+def _posterior(world: _World, subset: tuple[int, ...], z: list[Tensor]) -> Tensor:
+    """p(y | z_m for m in subset), (N, K). Each interaction type is a mixture component: redundancy
+    multiplies the class likelihoods; uniqueness sums over which modality k holds the class (k outside the
+    subset: every latent in it sits at the origin, whatever y); synergy sums over digit assignments by
+    cyclic convolution when the subset is every modality, and is independent of y for a proper subset."""
+    liks = {m: _likelihoods(world, m, z[m]) for m in subset}
+    at_class = {m: lik[:, :-1] for m, lik in liks.items()}
+    at_origin = {m: lik[:, -1:] for m, lik in liks.items()}
+    num_modalities, num_classes = len(world.prototypes), world.num_classes
     w_red, w_uni, w_syn = world.interaction
 
-    redundant = torch.stack(at_class).prod(0)
-    unique = sum(
-        world.unique_probs[k] * at_class[k] * math.prod(at_origin[m] for m in range(num_modalities) if m != k)
-        for k in range(num_modalities)
-    )
-    synergy = at_class[0]
-    for lik in at_class[1:]:
-        synergy = _cyclic_convolve(synergy, lik)
-    synergy = synergy / num_classes ** (num_modalities - 1)
+    redundant = math.prod(at_class.values())
+    q = world.unique_probs
+    unique = sum(q[k] * at_class[k] * math.prod(at_origin[m] for m in subset if m != k) for k in subset)
+    unique = unique + (1 - sum(q[k] for k in subset)) * math.prod(at_origin.values())
+    if len(subset) == num_modalities:
+        synergy = at_class[subset[0]]
+        for m in subset[1:]:
+            synergy = _cyclic_convolve(synergy, at_class[m])
+        synergy = synergy / num_classes ** (num_modalities - 1)
+    else:  # a proper subset's digits are uniform and independent of y
+        synergy = math.prod(lik.mean(1, keepdim=True) for lik in at_class.values())
     return _normalise((w_red * redundant + w_uni * unique + w_syn * synergy) * world.class_weights)
 
 

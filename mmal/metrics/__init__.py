@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 from torch import Tensor
 
-from mmal.metrics.names import ACC, MACRO_F1
+from mmal.metrics.names import ACC, MACRO_F1, N_LABELED
 
 
 def classification_metrics(probs: Tensor, y: Tensor) -> dict[str, float]:
@@ -30,4 +30,10 @@ def aubc(n_labeled: list[int], values: list[float]) -> float:
     return float(np.trapezoid(values, x))
 
 
-__all__ = ["aubc", "classification_metrics"]
+def aubc_of(records: list[dict], key: str) -> float:
+    """AUBC of ``key`` over the per-cycle records that have it (x: their ``n_labeled``); NaN when none has."""
+    points = [(r[N_LABELED], r[key]) for r in records if key in r]
+    return aubc(*map(list, zip(*points))) if points else float("nan")
+
+
+__all__ = ["aubc", "aubc_of", "classification_metrics"]

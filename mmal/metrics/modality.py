@@ -1,23 +1,26 @@
-"""Modality-gap diagnostics (docs/design.md, "Modality-gap diagnostics"): how much the model relies on, and
-how much its representation holds of, each modality.
+"""What the fused model does with each modality (docs/design.md, "Modality-imbalance diagnostics").
 
-- ``unimodal_acc/<m>``: test accuracy with only modality m present (the others masked).
-- ``probe_acc/<m>``: a fixed-settings logistic-regression probe on the frozen embeddings of modality m,
-  fit on ``val`` and scored on ``test``, both restricted to samples where m is present.
-- ``probe_gain/<m>`` (logged by the loop): ``probe_acc/<m>`` minus the same probe on the untrained
-  encoder (``probe_accuracies`` of the initial weights), i.e. what training put into the representation.
-  On the synthetic data a probe on random initial features already finds most of what it finds later.
-- ``shapley/<m>``: exact Shapley value of m for accuracy, v(S) = test accuracy with only S present.
-- ``gap/unimodal``, ``gap/probe``, ``gap/shapley``: max minus min over modalities of each. With two
-  modalities ``gap/shapley`` equals ``gap/unimodal`` exactly (phi_a - phi_b = v({a}) - v({b})); they part
-  from three modalities on.
-- ``neglect/<m>`` (when the data knows its Bayes accuracies): ``bayes_acc/<m> - probe_acc/<m>``, how much
-  of what modality m could tell the representation leaves out (an upper bound: a probe fit on a small
-  ``val`` split also falls short of the Bayes accuracy by itself).
+Every per-modality number is measured on the test rows where the modality is present: a row without m
+says nothing about how the model uses m.
 
-All 2^M masked evaluations go through one batched inference (``evaluate_subsets``); its full-mask
-part also gives ``acc``, ``macro_f1`` and the test embeddings the probes use (``modality_diagnostics``).
-The keys are spelled in :mod:`mmal.metrics.names`.
+- ``masked_acc/<m>``: accuracy of the fused model with only m present (the others masked). Out of
+  distribution for a model never trained with modalities missing, unless ``trainer.modality_dropout`` > 0.
+- ``head_acc/<m>``: accuracy of the auxiliary head of m (models with ``aux_heads``).
+- ``chance/<m>``: the share of the most frequent class, what a constant prediction scores.
+- ``repr_acc/<m>``: a linear probe (standardised logistic regression) on the fused model's encoder m, fit
+  on the labeled pool rows that have m (what an AL user has) and scored on test.
+- ``probe_digit/<m>`` (synthetic data): the same probe fit to m's latent digit (``latent_class``; the label
+  itself except under synergy), on the rows whose latent holds one. Under synergy every label probe is at
+  chance; this one tells whether an encoder holds its modality's part of the answer.
+- ``shapley/<m>``: Shapley value of m for accuracy, averaged over the rows that have m. On each row the
+  players are the modalities the row has, and v(S) is whether the row is classified correctly with only
+  S present; a modality the row lacks is a null player, so the average over rows with m is not shrunk by
+  rows without it. ``gap/shapley``: max minus min over modalities.
+- ``v/all``, ``v/none``: accuracy over all test rows with every modality the row has / with none.
+
+The comparison with unimodal references (``ref_acc``, ``deficit``, ``gap/neglect``) is in
+:mod:`mmal.metrics.references`. All 2^M masked evaluations go through one batched inference
+(``evaluate_subsets``). The keys are spelled in :mod:`mmal.metrics.names`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,18 @@ from torch import Tensor
 
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.metrics import classification_metrics
-from mmal.metrics.names import BAYES_ACC, GAPS, NEGLECT, PROBE_ACC, SHAPLEY, UNIMODAL_ACC, V_ALL, V_NONE, per_modality
+from mmal.metrics.names import (
+    CHANCE,
+    GAP_SHAPLEY,
+    HEAD_ACC,
+    MASKED_ACC,
+    PROBE_DIGIT,
+    REPR_ACC,
+    SHAPLEY,
+    V_ALL,
+    V_NONE,
+    per_modality,
+)
 from mmal.models.classifier import MultimodalClassifier
 from mmal.training import Trainer
 
@@ -47,25 +61,27 @@ def subsets(num_modalities: int) -> list[tuple[int, ...]]:
     return [s for r in range(num_modalities + 1) for s in itertools.combinations(range(num_modalities), r)]
 
 
+def _shapley_terms(num_modalities: int, m: int) -> list[tuple[float, tuple[int, ...], tuple[int, ...]]]:
+    """(weight, S with m, S without m) over every S not holding m: phi_m = sum weight * (v(S+m) - v(S))."""
+    others = [i for i in range(num_modalities) if i != m]
+    return [(math.factorial(r) * math.factorial(num_modalities - r - 1) / math.factorial(num_modalities),
+             tuple(sorted((*s, m))), s)
+            for r in range(num_modalities) for s in itertools.combinations(others, r)]
+
+
 def shapley_values(value: dict[tuple[int, ...], float], num_modalities: int) -> list[float]:
     """Exact Shapley value of each player for the set function ``value`` (sorted tuples -> float)."""
-    phi = [0.0] * num_modalities
-    for m in range(num_modalities):
-        others = [i for i in range(num_modalities) if i != m]
-        for r in range(num_modalities):
-            weight = math.factorial(r) * math.factorial(num_modalities - r - 1) / math.factorial(num_modalities)
-            for s in itertools.combinations(others, r):
-                phi[m] += weight * (value[tuple(sorted((*s, m)))] - value[s])
-    return phi
+    return [sum(w * (value[with_m] - value[without]) for w, with_m, without in _shapley_terms(num_modalities, m))
+            for m in range(num_modalities)]
 
 
 def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor) -> float:
     """Accuracy of a standardised logistic regression (C=1, lbfgs, 500 iterations) fit on train, scored on
-    test. With a single class in train the probe predicts that class."""
-    if len(test_y) == 0:
+    test. With a single class in train the probe predicts that class; NaN with no train or test rows."""
+    if len(test_y) == 0 or len(train_y) == 0:
         return float("nan")
     if train_y.unique().numel() < 2:
-        return (test_y == train_y[0]).float().mean().item() if len(train_y) else float("nan")
+        return (test_y == train_y[0]).float().mean().item()
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a probe at its iteration cap still scores
@@ -73,14 +89,28 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
     return float(probe.score(test_x.cpu().numpy(), test_y.cpu().numpy()))
 
 
+def chance_accuracy(y: Tensor) -> float:
+    """The share of the most frequent class in ``y``: the accuracy of the best constant prediction."""
+    return y.bincount().max().item() / len(y) if len(y) else float("nan")
+
+
 @dataclass
 class SubsetEvaluation:
-    """Test predictions under every modality subset: ``value[S]`` = accuracy with only S present,
-    ``probs`` (N, C) and ``embeddings`` M x (N, D_m) with every modality the data has."""
+    """Test predictions under every modality subset.
 
-    value: dict[tuple[int, ...], float]
+    ``correct`` (2^M, N) bool: row n is classified correctly with only ``subsets(M)[s]`` present (of the
+    modalities the row has); ``probs`` (N, C), ``embeddings`` M x (N, D_m) and ``aux_probs`` (N, M, C) or
+    None with every modality the row has."""
+
+    correct: Tensor
     probs: Tensor
     embeddings: list[Tensor]
+    aux_probs: Tensor | None
+
+    def value(self) -> dict[tuple[int, ...], float]:
+        """Accuracy over all rows under each subset."""
+        num_modalities = len(self.embeddings)
+        return dict(zip(subsets(num_modalities), self.correct.float().mean(1).tolist()))
 
 
 def evaluate_subsets(trainer: Trainer, model: MultimodalClassifier, data: MultimodalData) -> SubsetEvaluation:
@@ -93,44 +123,60 @@ def evaluate_subsets(trainer: Trainer, model: MultimodalClassifier, data: Multim
     masks = (data.mask[None] & keep[:, None]).reshape(-1, num_modalities)  # (2^M * N, M)
     rows = torch.arange(n, device=data.mask.device).repeat(len(sets))
     pred = trainer.predict(model, data, rows, masks)
-    correct = (pred.probs.argmax(1) == data.y[rows]).float().view(len(sets), n)
+    correct = (pred.probs.argmax(1) == data.y[rows]).view(len(sets), n)
     full = slice((len(sets) - 1) * n, None)  # the last subset is every modality
-    return SubsetEvaluation(dict(zip(sets, correct.mean(1).tolist())), pred.probs[full],
-                            [e[full] for e in pred.embeddings])
+    aux = None if pred.aux_probs is None else pred.aux_probs[full]
+    return SubsetEvaluation(correct, pred.probs[full], [e[full] for e in pred.embeddings], aux)
 
 
-def probe_accuracies(trainer: Trainer, model: MultimodalClassifier, data: MultimodalDataset) -> dict[str, float]:
-    """``probe_acc/<m>`` of ``model`` as it is, e.g. untrained: what a linear probe finds in each modality's
-    embedding before training put anything there."""
-    return _probes(data, trainer.predict(model, data.val).embeddings, trainer.predict(model, data.test).embeddings)
-
-
-def _probes(data: MultimodalDataset, val_embeddings: list[Tensor], test_embeddings: list[Tensor]) -> dict[str, float]:
-    out = {}
-    for i, m in enumerate(data.modalities):
-        on_val, on_test = data.val.mask[:, i], data.test.mask[:, i]
-        out[per_modality(PROBE_ACC, m)] = linear_probe_accuracy(
-            val_embeddings[i][on_val], data.val.y[on_val], test_embeddings[i][on_test], data.test.y[on_test])
+def present_row_shapley(correct: Tensor, present: Tensor) -> list[float]:
+    """Per modality m, the mean over rows that have m of the row's Shapley value of m, v(S) = ``correct``
+    under S (``evaluate_subsets``). NaN when no row has m."""
+    num_modalities = present.shape[1]
+    index = {s: i for i, s in enumerate(subsets(num_modalities))}
+    c = correct.float()
+    out = []
+    for m in range(num_modalities):
+        terms = _shapley_terms(num_modalities, m)
+        phi = sum(w * (c[index[with_m]] - c[index[without]]) for w, with_m, without in terms)
+        rows = present[:, m]
+        out.append(phi[rows].mean().item() if rows.any() else float("nan"))
     return out
 
 
 def modality_diagnostics(trainer: Trainer, model: MultimodalClassifier, data: MultimodalDataset,
-                         test: SubsetEvaluation) -> dict[str, float]:
-    """``acc``, ``macro_f1`` and every modality-gap diagnostic, from the test evaluation ``test``."""
-    names, value = data.modalities, test.value
-    num_modalities = len(names)
+                         labeled: Tensor, test: SubsetEvaluation) -> dict[str, float]:
+    """``acc``, ``macro_f1`` and the fused model's per-modality diagnostics (module docstring), from the test
+    evaluation ``test``; the probes are fit on the pool rows ``labeled`` (positions)."""
+    names, present = data.modalities, data.test.mask
     out = classification_metrics(test.probs, data.test.y)
-    out.update(_probes(data, trainer.predict(model, data.val).embeddings, test.embeddings))
+    value = test.value()
+    out[V_ALL], out[V_NONE] = value[tuple(range(len(names)))], value[()]
+    index = {s: i for i, s in enumerate(subsets(len(names)))}
+    train = trainer.predict(model, data.pool, labeled)
     for i, m in enumerate(names):
-        out[per_modality(UNIMODAL_ACC, m)] = value[(i,)]
-    for m, phi in zip(names, shapley_values(value, num_modalities)):
+        rows = present[:, i]
+        y = data.test.y[rows]
+        out[per_modality(CHANCE, m)] = chance_accuracy(y)
+        out[per_modality(MASKED_ACC, m)] = test.correct[index[(i,)]][rows].float().mean().item()
+        if test.aux_probs is not None:
+            out[per_modality(HEAD_ACC, m)] = (test.aux_probs[rows, i].argmax(1) == y).float().mean().item()
+        has = data.pool.mask[labeled, i]
+        out[per_modality(REPR_ACC, m)] = linear_probe_accuracy(
+            train.embeddings[i][has], data.pool.y[labeled][has], test.embeddings[i][rows], y)
+        if data.pool.latent_class is not None:
+            out[per_modality(PROBE_DIGIT, m)] = digit_probe(
+                train.embeddings[i], torch.where(has, data.pool.latent_class[labeled, i], -1),
+                test.embeddings[i], torch.where(rows, data.test.latent_class[:, i], -1))
+    shapley = present_row_shapley(test.correct, present)
+    for m, phi in zip(names, shapley):
         out[per_modality(SHAPLEY, m)] = phi
-    out[V_ALL], out[V_NONE] = value[tuple(range(num_modalities))], value[()]
-    for gap, family in GAPS.items():
-        values = [out[per_modality(family, m)] for m in names]
-        out[gap] = float(np.nanmax(values) - np.nanmin(values))
-    for m in names:
-        bayes = per_modality(BAYES_ACC, m)
-        if bayes in data.ground_truth:
-            out[per_modality(NEGLECT, m)] = data.ground_truth[bayes] - out[per_modality(PROBE_ACC, m)]
+    out[GAP_SHAPLEY] = float(np.nanmax(shapley) - np.nanmin(shapley))
     return out
+
+
+def digit_probe(train_x: Tensor, train_digit: Tensor, test_x: Tensor, test_digit: Tensor) -> float:
+    """``probe_digit``: a linear probe for the latent digit, fit and scored on the rows whose digit is >= 0
+    (m present and its latent drawn around a prototype)."""
+    on_train, on_test = train_digit >= 0, test_digit >= 0
+    return linear_probe_accuracy(train_x[on_train], train_digit[on_train], test_x[on_test], test_digit[on_test])

@@ -19,28 +19,36 @@ MACRO_F1 = "macro_f1"
 V_ALL = "v/all"
 V_NONE = "v/none"
 
-# Per-modality families, one key per modality: per_modality(family, m) == "<family>/<m>".
-PROBE_ACC = "probe_acc"  # a linear probe on modality m's embedding
-PROBE_GAIN = "probe_gain"  # PROBE_ACC minus the same probe on the untrained encoder (logged by the loop)
-UNIMODAL_ACC = "unimodal_acc"  # test accuracy with only modality m present
-SHAPLEY = "shapley"  # Shapley value of modality m for accuracy
-NEGLECT = "neglect"  # BAYES_ACC minus PROBE_ACC, when the data knows its Bayes accuracies
+# Per-modality families, one key per modality: per_modality(family, m) == "<family>/<m>". Every one is measured
+# on the test rows where m is present (docs/design.md, "Modality-imbalance diagnostics").
+REF_ACC = "ref_acc"  # the unimodal reference of m (trained on m alone, same labeled rows) on test
+HEAD_ACC = "head_acc"  # the fused model's auxiliary head of m (models with aux heads)
+MASKED_ACC = "masked_acc"  # the fused model with only m present (the others masked)
+CHANCE = "chance"  # the majority-class share: what a constant prediction scores on those rows
+DEFICIT = "deficit"  # decision level: (REF_ACC - the fused model's own m prediction) / (REF_ACC - CHANCE)
+REPR_ACC = "repr_acc"  # a linear probe on the fused model's encoder m, fit on the labeled rows
+REF_REPR_ACC = "ref_repr_acc"  # the same probe on the reference's encoder m
+DEFICIT_REPR = "deficit_repr"  # representation level: (REF_REPR_ACC - REPR_ACC) / (REF_REPR_ACC - CHANCE)
+PROBE_DIGIT = "probe_digit"  # a linear probe for m's latent digit on encoder m (synthetic data)
+SHAPLEY = "shapley"  # Shapley value of m for accuracy, averaged over the rows that have m
 
-# Ground truth (``data.ground_truth``, no record key): best achievable accuracy from modality m alone / from all.
+# Ground truth (``data.ground_truth``, no record key): best achievable accuracy from a subset of modalities,
+# bayes_key(("a",)) == "bayes_acc/a", bayes_key(("a", "b")) == "bayes_acc/a+b", and from all of them.
 BAYES_ACC = "bayes_acc"
 BAYES_ACC_ALL = "bayes_acc/all"
 
-# Modality gaps: max minus min over modalities of the family each is built from.
-GAP_UNIMODAL = "gap/unimodal"
-GAP_PROBE = "gap/probe"
+# Modality imbalance, one number per cycle: the largest deficit over modalities (the headline), the same at the
+# representation level, and max minus min of the Shapley values (contribution, not neglect).
+GAP_NEGLECT = "gap/neglect"
+GAP_NEGLECT_REPR = "gap/neglect_repr"
 GAP_SHAPLEY = "gap/shapley"
-GAPS = {GAP_UNIMODAL: UNIMODAL_ACC, GAP_PROBE: PROBE_ACC, GAP_SHAPLEY: SHAPLEY}
 
 # Seconds each phase of a cycle took (the summary holds their sums, TOTAL_PREFIX + key).
 TIME_PREFIX = "time/"
 TIME_TRAIN = "time/train"
 TIME_EVAL = "time/eval"
 TIME_DIAGNOSE = "time/diagnose"
+TIME_REFERENCE = "time/reference"  # training the unimodal references
 TIME_SELECT = "time/select"
 
 # The queried batch: share missing each modality, class histogram (a list), and the strategy's own statistics.
@@ -54,21 +62,26 @@ FINAL_PREFIX = "final/"  # the last cycle's value of every float metric not unde
 AUBC_PREFIX = "aubc/"  # area under the budget curve, aubc_key(metric), of each of AUBC_METRICS
 TOTAL_PREFIX = "total_"  # summed over cycles: TOTAL_PREFIX + TIME_TRAIN == "total_time/train"
 GROUND_TRUTH_PREFIX = "ground_truth/"  # the data's ground truth, e.g. "ground_truth/bayes_acc/all"
-UNTRAINED_PREFIX = "untrained/"  # the probes of the untrained encoder, e.g. "untrained/probe_acc/<m>"
-AUBC_METRICS = (ACC, MACRO_F1, GAP_UNIMODAL, GAP_PROBE, GAP_SHAPLEY)  # in summary.json's order
+MODALITY_DROPOUT = "modality_dropout"  # trainer.modality_dropout: whether masked evaluation was in-distribution
+AUBC_METRICS = (ACC, MACRO_F1, GAP_NEGLECT, GAP_NEGLECT_REPR, GAP_SHAPLEY)  # in summary.json's order
 NOT_SUMMARISED = (TIME_PREFIX, QUERY_PREFIX)
 
 
 def per_modality(family: str, modality: str) -> str:
-    """The key of ``family`` for one modality: ``per_modality(PROBE_ACC, "image") == "probe_acc/image"``."""
+    """The key of ``family`` for one modality: ``per_modality(REF_ACC, "image") == "ref_acc/image"``."""
     return f"{family}/{modality}"
 
 
 def prefix(family: str) -> str:
-    """What every key of ``family`` starts with: ``prefix(PROBE_ACC) == "probe_acc/"``."""
+    """What every key of ``family`` starts with: ``prefix(REF_ACC) == "ref_acc/"``."""
     return f"{family}/"
 
 
 def aubc_key(metric: str) -> str:
-    """The summary key of ``metric``'s AUBC: ``aubc_key(GAP_PROBE) == "aubc/gap_probe"``."""
+    """The summary key of ``metric``'s AUBC: ``aubc_key(GAP_NEGLECT) == "aubc/gap_neglect"``."""
     return AUBC_PREFIX + metric.replace("/", "_")
+
+
+def bayes_key(subset: tuple[str, ...]) -> str:
+    """The ground-truth key of a subset of modalities: ``bayes_key(("a", "b")) == "bayes_acc/a+b"``."""
+    return f"{BAYES_ACC}/{'+'.join(subset)}"
