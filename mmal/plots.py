@@ -84,7 +84,8 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     axes[1, 1].set(ylabel="Shapley value of m for accuracy", title="Contribution to the fused accuracy")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # diagnostics.every=0 leaves the reference panels empty
+            ax.legend(fontsize=7)
     for ax in axes[1]:
         ax.set_xlabel("labeled samples")
     fig.suptitle("Modality imbalance per AL cycle, on the test rows that have each modality")

@@ -85,7 +85,14 @@ class References:
     def measure(self, trainer: Trainer, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor,
                 seed: int) -> dict[str, float]:
         """Train one reference per modality from ``initial`` (the fused model's initial weights) on the pool
-        rows ``labeled`` that have it, with training seed ``seed``; ``ref_acc/<m>`` and ``ref_repr_acc/<m>``."""
+        rows ``labeled`` that have it, with training seed ``seed``; ``ref_acc/<m>`` and ``ref_repr_acc/<m>``.
+        The global random state is restored afterwards, so references never change the AL run itself."""
+        cuda = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return self._measure(trainer, initial, data, labeled, seed)
+
+    def _measure(self, trainer: Trainer, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor,
+                 seed: int) -> dict[str, float]:
         out = {}
         for i, m in enumerate(data.modalities):
             only = torch.zeros_like(data.pool.mask)
