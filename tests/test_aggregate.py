@@ -28,11 +28,12 @@ def _job(sweep, num, overrides, summary=None, records=None, error=None):
 
 
 def _records(acc):
-    return [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": acc - 0.1 * (2 - c), "gap/probe": 0.1} for c in range(3)]
+    return [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": acc - 0.1 * (2 - c), "gap/neglect": 0.1} for c in range(3)]
 
 
 def _summary(acc, gap):
-    return {"aubc/acc": acc, "aubc/gap_probe": gap, "aubc/gap_shapley": gap, "final/acc": acc + 0.05}
+    return {"aubc/acc": acc, "aubc/gap_neglect": gap, "aubc/gap_neglect_repr": gap, "aubc/gap_shapley": gap,
+            "final/acc": acc + 0.05}
 
 
 def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
@@ -49,7 +50,7 @@ def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
     counts = pairwise(jobs, "aubc/acc", True, 0.05)
     assert counts[("good", "bad")] == [2, 0, 0] and counts[("bad", "good")] == [0, 0, 2]
     assert counts[("good", "same")] == [0, 2, 0]  # differences of +-0.005 around zero: not significant
-    gap = pairwise(jobs, "aubc/gap_probe", False, 0.05)
+    gap = pairwise(jobs, "aubc/gap_neglect", False, 0.05)
     assert gap[("good", "bad")] == [0, 2, 0]  # identical gaps: a tie
 
     report = write_report(tmp_path, tmp_path / "report")
@@ -109,22 +110,26 @@ def test_smoke_grid_with_joblib_and_the_aggregate_command(tmp_path):
     assert first == "0_pitfall=none,query=random,seed=0,trainer.device=cpu"
 
 
-def test_the_closable_part_of_the_gap_is_what_lies_above_the_bayes_gap(tmp_path):
-    for seed, gap in enumerate([0.4, 0.5]):
+def test_the_yardstick_puts_each_final_reference_next_to_its_bayes_accuracy(tmp_path):
+    for seed, ref in enumerate([0.80, 0.84]):
         truth = {"ground_truth/bayes_acc/a": 0.9, "ground_truth/bayes_acc/b": 0.6, "ground_truth/bayes_acc/all": 0.95}
-        _job(tmp_path, seed, ["pitfall=none", "query=margin", f"seed={seed}"], {**_summary(0.8, gap), **truth},
-             _records(0.8))
+        finals = {"final/ref_acc/a": ref, "final/ref_acc/b": 0.5}
+        _job(tmp_path, seed, ["pitfall=none", "query=margin", f"seed={seed}"],
+             {**_summary(0.8, 0.1), **truth, **finals}, _records(0.8))
     _job(tmp_path, 2, ["pitfall=none", "query=random", "seed=0"], _summary(0.7, 0.3), _records(0.7))  # no truth
     text = write_report(tmp_path, tmp_path / "report").read_text()
-    assert "| default | margin | 0.3000 | 0.4500 | +0.1500 ± 0.0707 |" in text  # excess 0.1 and 0.2
-    assert "| default | random |" not in text.split("## How much of the probe gap")[1].split("## Pairwise")[0]
+    section = text.split("## The yardstick")[1].split("## Pairwise")[0]
+    assert "| default | margin | 0.8200 / 0.9000 | 0.5000 / 0.6000 |" in section
+    assert "| default | random |" not in section
 
 
-def test_each_modality_probe_aubc_comes_from_the_records(tmp_path):
+def test_each_modality_deficit_aubc_comes_from_the_records_that_have_it(tmp_path):
     for seed, shift in enumerate([0.0, 0.02]):
-        records = [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": 0.8, "gap/probe": 0.1,
-                    "probe_acc/a": 0.5 + 0.2 * c + shift, "probe_acc/b": 0.6} for c in range(3)]
+        records = [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": 0.8, "gap/neglect": 0.1,
+                    "deficit/a": 0.5 + 0.2 * c + shift, "deficit/b": 0.6, "ref_acc/a": 0.9} for c in range(3)]
+        del records[1]["deficit/a"]  # a cycle without references: the AUBC runs over cycles 0 and 2
         _job(tmp_path, seed, ["query=margin", f"seed={seed}"], _summary(0.8, 0.1), records)
     text = write_report(tmp_path, tmp_path / "report").read_text()
-    # AUBC of 0.5, 0.7, 0.9 on budgets 0, 0.5, 1 is 0.7 (0.72 with the shift): mean 0.71, std 0.0141
-    assert "| default | margin | 0.7100 ± 0.0141 | 0.6000 ± 0.0000 |" in text
+    # AUBC of 0.5, 0.9 on budgets 0, 1 is 0.7 (0.72 with the shift): mean 0.71, std 0.0141
+    assert "| setting | strategy | deficit/a | deficit/b | ref_acc/a |" in text
+    assert "| default | margin | 0.7100 ± 0.0141 | 0.6000 ± 0.0000 | 0.9000 ± 0.0000 |" in text

@@ -113,7 +113,13 @@ BAD = [
     (["al.query_size=5000"], "al.query_size=5000: at most the unlabeled pool, 2000 - 20 = 1980"),
     (["al.cycles=100", "al.query_size=50"],
      "al.cycles=100: budget 20 + 100 x 50 = 5020 exceeds the pool (2000); at most 39 cycles"),
-    (["dataset.modalities.a=3"], "dataset.modalities.a=3: an integer >= num_classes + nuisance_dim = 8"),
+    (["dataset.modalities={a: 3, b: 32}"], "dataset.modalities.a=3: an integer >= num_classes + nuisance_dim = 8"),
+    (["trainer.modality_dropout=1.0"], "trainer.modality_dropout=1.0: a number >= 0 and < 1"),
+    (["diagnostics.every=-1"], "diagnostics.every=-1: an integer >= 0"),
+    (["diagnostics.min_margin=0"], "diagnostics.min_margin=0: a number > 0 and < 1"),
+    (["+diagnostics.cadence=2"], "diagnostics.cadence=2: not a parameter of mmal.metrics.references.References"),
+    (["diagnostics.every=0", "optimized_metric=aubc/gap_neglect"],
+     "optimized_metric='aubc/gap_neglect': a metric that needs no unimodal references: diagnostics.every=0"),
     (["query=modality_entropy"], "needs per-modality predictions: use fusion=late or model.aux_heads=true"),
 ]
 
@@ -162,6 +168,14 @@ def test_a_trainer_yaml_missing_keys_takes_the_defaults(header, tmp_path):
                             ("+trainer.epoch=3", ConfigError, "trainer.epoch=3: not a parameter of mmal.training"))
     with pytest.raises(error, match=message):
         prepare(compose_config([*others, typo]))
+
+
+def test_a_modalities_mapping_on_the_command_line_gives_exactly_those_modalities():
+    three = prepare(compose_config(["logger=none", "dataset.modalities={a: 32, b: 32, c: 16}"])).data
+    assert three.dims == {"a": 32, "b": 32, "c": 16}
+    two = prepare(compose_config(["logger=none", "dataset.modalities={a: 32, c: 16}"])).data
+    assert two.dims == {"a": 32, "c": 16}  # replaced whole, not merged into the default {a: 32, b: 32}
+    assert prepare(compose_config(["logger=none"])).data.dims == {"a": 32, "b": 32}
 
 
 def test_the_budget_check_allows_a_fully_labeled_pool_without_query_rounds():

@@ -18,8 +18,8 @@ from mmal.metrics import aubc
 from mmal.metrics.modality import present_row_shapley, shapley_values, subsets
 from mmal.train import run
 
-BASE = ["logger=none", "dataset.num_val=500", "dataset.num_test=1000", "dataset.bayes_samples=5000", "trainer.device=cpu",
-        "al.cycles=0", "trainer.epochs=40"]
+BASE = ["logger=none", "dataset.num_val=500", "dataset.num_test=1000", "dataset.bayes_samples=5000",
+        "trainer.device=cpu", "al.cycles=0", "trainer.epochs=40"]
 
 
 def _final(tmp_path, overrides):

@@ -76,8 +76,13 @@ def test_every_strategy_starts_from_the_same_labeled_set_and_weights(tmp_path):
         first[name] = (strategy.labeled_before[0], read_jsonl(tmp_path / name / "metrics.jsonl")[0])
     assert torch.equal(first["random"][0], first["entropy"][0])
     assert first["random"][0].sum() == 20
-    # Same start, same training seed: cycle 0 is the same experiment for both strategies.
+    # Same start, same training seed: cycle 0 is the same experiment for both strategies, references included.
     assert first["random"][1]["acc"] == first["entropy"][1]["acc"]
+    refs = [k for k in first["random"][1] if k.startswith(("ref_acc/", "ref_repr_acc/"))]
+    assert len(refs) == 4 and all(first["random"][1][k] == first["entropy"][1][k] for k in refs)
+    # Cycle 1 trains on other labeled rows: the references see them too.
+    second = {name: read_jsonl(tmp_path / name / "metrics.jsonl")[1] for name in first}
+    assert any(second["random"][k] != second["entropy"][k] for k in refs)
 
     a, b = initial_model(build, seed=3), initial_model(build, seed=3)
     c = initial_model(build, seed=4)

@@ -295,8 +295,8 @@ def test_active_learning_on_mfeat_ends_well_above_chance(tmp_path):
                           "al.initial_size=100", "al.query_size=50", "al.cycles=1"])
     summary = run(cfg, tmp_path)
     assert summary["final/acc"] > 0.5  # chance is 0.1
-    assert {"final/gap/probe", "final/gap/unimodal", "final/probe_acc/fou"} <= set(summary)
-    assert not any(k.startswith(("final/neglect", "ground_truth")) for k in summary)  # no ground truth on real data
+    assert {"final/gap/neglect", "final/deficit/fou", "final/ref_acc/fou", "aubc/gap_neglect"} <= set(summary)
+    assert not any(k.startswith(("final/probe_digit", "ground_truth")) for k in summary)  # no ground truth here
 
 
 def test_image_files_keep_their_shape_and_train_with_a_cnn(tmp_path):
@@ -323,4 +323,5 @@ def test_image_files_keep_their_shape_and_train_with_a_cnn(tmp_path):
     assert 0.15 < 1 - pool.mask[:, 0].float().mean().item() < 0.4  # the file's 10 % and the pitfall's 20 %
     summary = run(cfg, tmp_path / "run")
     assert summary["final/acc"] > 0.5  # 0.71 measured; chance 0.1
-    assert summary["final/unimodal_acc/noise"] < 0.2  # the noise modality alone is at chance (0.09 measured)
+    assert summary["final/masked_acc/noise"] < 0.2  # the noise modality alone is at chance (0.09 measured)
+    assert summary["final/ref_acc/noise"] < 0.2 and summary["final/deficit/noise"] == 0.0  # nothing to neglect

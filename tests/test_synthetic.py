@@ -141,3 +141,38 @@ def test_any_number_of_modalities_and_class_weights():
     for m in "abc":
         assert data.ground_truth[f"bayes_acc/{m}"] == pytest.approx(0.6, abs=0.01)
     assert data.ground_truth["bayes_acc/all"] > 0.8
+
+
+def test_bayes_accuracy_of_every_subset_matches_the_closed_form_for_three_redundant_modalities():
+    # Redundant modalities observe the same prototype with independent noise: k of them have SNR sqrt(k) s/sigma.
+    data = make_synthetic(Pitfall(separation=1.5, noise=1.0), seed=0, num_samples=50, bayes_samples=40000,
+                          modalities={"a": 8, "b": 8, "c": 8})
+    gt = data.ground_truth
+    assert set(gt) == {"bayes_acc/a", "bayes_acc/b", "bayes_acc/c", "bayes_acc/a+b", "bayes_acc/a+c",
+                       "bayes_acc/b+c", "bayes_acc/all"}
+    for keys, k in [(("a", "b", "c"), 1), (("a+b", "a+c", "b+c"), 2), (("all",), 3)]:
+        for key in keys:
+            assert gt[f"bayes_acc/{key}"] == pytest.approx(_analytic_bayes(1.5 * math.sqrt(k), 4), abs=0.008)
+
+
+def test_synergy_over_three_modalities_every_proper_subset_at_chance_and_digits_sum_to_the_label():
+    data = make_synthetic(Pitfall(interaction={"synergy": 1.0}, separation=3.0), seed=0, num_samples=500,
+                          modalities={"a": 8, "b": 8, "c": 8}, bayes_samples=20000)
+    gt = data.ground_truth
+    for key in ("a", "b", "c", "a+b", "a+c", "b+c"):
+        assert gt[f"bayes_acc/{key}"] == pytest.approx(0.25, abs=0.01)
+    assert gt["bayes_acc/all"] > 0.8
+    digits = data.pool.latent_class
+    assert torch.equal(digits.sum(1) % 4, data.pool.y)
+    for m in range(3):  # each digit alone is uniform, whatever the label
+        assert digits[:, m].bincount(minlength=4).min() > 90
+
+
+def test_latent_class_is_the_label_under_redundancy_and_marks_the_unique_modality():
+    redundant = make_synthetic(Pitfall(), seed=0, num_samples=200)
+    assert torch.equal(redundant.pool.latent_class, redundant.pool.y[:, None].expand(-1, 2))
+    unique = make_synthetic(Pitfall(interaction={"uniqueness": 1.0}), seed=0, num_samples=200)
+    pool = unique.pool
+    assert torch.equal(pool.latent_class >= 0, pool.informative)
+    assert (pool.informative.sum(1) == 1).all()
+    assert torch.equal(pool.latent_class.max(1).values, pool.y)

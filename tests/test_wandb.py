@@ -92,8 +92,8 @@ def test_an_offline_run_holds_every_cycle_the_config_and_summary_and_stays_in_th
 
 def test_lists_become_one_scalar_per_class_and_per_modality_metrics_become_line_charts(tmp_path):
     records = [
-        {"cycle": 0, "n_labeled": 20, "acc": 0.5, "probe_acc/a": 0.6, "probe_acc/b": 0.4, "query/class_hist": [3, 7]},
-        {"cycle": 1, "n_labeled": 30, "acc": 0.7, "probe_acc/a": 0.8, "probe_acc/b": 0.45},
+        {"cycle": 0, "n_labeled": 20, "acc": 0.5, "repr_acc/a": 0.6, "repr_acc/b": 0.4, "query/class_hist": [3, 7]},
+        {"cycle": 1, "n_labeled": 30, "acc": 0.7, "repr_acc/a": 0.8, "repr_acc/b": 0.45},
     ]
     sink = WandbSink(mode="offline", project="unit", job_type="test", notes="a note")
     sink.start(tmp_path, {"seed": 3}, "direct", None)
@@ -107,12 +107,12 @@ def test_lists_become_one_scalar_per_class_and_per_modality_metrics_become_line_
     assert "run_group" not in wb["run"] and wb["run"]["job_type"] == "test" and wb["run"]["notes"] == "a note"
     assert wb["config"]["seed"] == 3 and wb["summary"]["final/acc"] == 0.7
 
-    chart = wb["config"]["_wandb.visualize.charts/probe_acc"]["panel_config"]
+    chart = wb["config"]["_wandb.visualize.charts/repr_acc"]["panel_config"]
     assert chart["panelDefId"] == "wandb/lineseries/v0"
     assert chart["stringSettings"] == {"title": "probe accuracy per modality vs labeled samples", "xname": "n_labeled"}
     assert not [k for k in wb["config"] if k.startswith("_wandb.visualize.charts/shapley")]  # no shapley/ metrics
     last = wb["history"][-1]
-    points = json.loads((wb["files"] / last["charts/probe_acc_table.path"]).read_text())
+    points = json.loads((wb["files"] / last["charts/repr_acc_table.path"]).read_text())
     assert sorted(map(tuple, points["data"])) == [(20, "a", 0.6), (20, "b", 0.4), (30, "a", 0.8), (30, "b", 0.45)]
     table = json.loads((wb["files"] / last["cycle_table.path"]).read_text())
     assert table["columns"][:3] == ["cycle", "n_labeled", "acc"]
