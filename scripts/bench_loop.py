@@ -3,8 +3,9 @@
     python scripts/bench_loop.py [hydra overrides ...]
 
 Prints, per device/precision, the total seconds of train, eval (all 2^M masked test inferences),
-diagnose (probes, Shapley) and select, the ratio of each to the CPU run, and the diagnostics cost as a
-share of training. Overrides apply to every run (e.g. dataset.num_samples=20000 al.query_size=200).
+diagnose (probes, Shapley), reference (the unimodal references of the neglect measure) and select, the
+ratio of each to the CPU run, and what the references and the other diagnostics cost as a share of
+training. Overrides apply to every run (e.g. dataset.num_samples=20000 al.query_size=200).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from mmal.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-PHASES = ("time/train", "time/eval", "time/diagnose", "time/select")
+PHASES = ("time/train", "time/eval", "time/diagnose", "time/reference", "time/select")
 
 
 def main(overrides: list[str]) -> None:
@@ -36,11 +37,13 @@ def main(overrides: list[str]) -> None:
         totals[(device, precision)] = {p: summary[f"total_{p}"] for p in PHASES} | {"acc": summary["final/acc"]}
 
     base = totals[("cpu", "32")]
-    print(f"\n{'device':<12}" + "".join(f"{p:>22}" for p in PHASES) + f"{'diag/train':>12}{'final acc':>11}")
+    print(f"\n{'device':<12}" + "".join(f"{p:>22}" for p in PHASES) + f"{'ref/train':>11}{'diag/train':>12}"
+          f"{'final acc':>11}")
     for (device, precision), t in totals.items():
         cells = "".join(f"{t[p]:>10.3f}s ({base[p] / max(t[p], 1e-9):5.2f}x)" for p in PHASES)
         share = (t["time/eval"] + t["time/diagnose"]) / t["time/train"]
-        print(f"{device + '/' + precision:<12}{cells}{share:>12.3f}{t['acc']:>11.4f}")
+        references = t["time/reference"] / t["time/train"]
+        print(f"{device + '/' + precision:<12}{cells}{references:>11.3f}{share:>12.3f}{t['acc']:>11.4f}")
     print("(ratios: CPU time / this time, higher is faster)")
 
 
