@@ -61,14 +61,16 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
-    own = HEAD_ACC if per_modality(HEAD_ACC, _modalities(records)[0]) in records[0] else MASKED_ACC
     for i, m in enumerate(_modalities(records)):
         color = colors[i % len(colors)]
         _curve(axes[0, 0], records, per_modality(DEFICIT, m), marker="o", color=color, label=f"{m}: decision")
         _curve(axes[0, 0], records, per_modality(DEFICIT_REPR, m), marker="x", ls=":", color=color,
                label=f"{m}: representation")
         _curve(axes[0, 1], records, per_modality(REF_ACC, m), marker="o", color=color, label=f"{m}: reference")
-        _curve(axes[0, 1], records, per_modality(own, m), marker="s", ls=":", color=color, label=f"{m}: fused ({own})")
+        _curve(axes[0, 1], records, per_modality(MASKED_ACC, m), marker="s", ls=":", color=color,
+               label=f"{m}: fused, only {m} present")
+        _curve(axes[0, 1], records, per_modality(HEAD_ACC, m), marker="^", ls="-.", color=color, lw=0.8,
+               label=f"{m}: auxiliary head")
         _curve(axes[1, 0], records, per_modality(REF_REPR_ACC, m), marker="o", color=color, label=f"{m}: reference")
         _curve(axes[1, 0], records, per_modality(REPR_ACC, m), marker="s", ls=":", color=color, label=f"{m}: fused")
         _curve(axes[1, 1], records, per_modality(SHAPLEY, m), marker="o", color=color, label=m)
