@@ -252,10 +252,11 @@ def modality_section(jobs: list[Job]) -> list[str]:
           f"have m: the reference trained on m alone against the fused model with only m present. "
           f"`{per_modality(DEFICIT_REPR, '<m>')}` compares linear probes on the two encoders m. 0 = the fused model "
           f"does with m what m alone allows, 1 = nothing. `{per_modality(HEAD_ACC, '<m>')}`: the auxiliary head of m "
-          "(models with aux heads).", "",
+          "(models with aux heads; — for models without).", "",
           "| setting | strategy | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for (setting, strategy), members in grouped(done):
-        cells = [" ± ".join(f"{v:.4f}" for v in mean_std([aubc_of(j.records, key) for j in members])) for key in keys]
+        values = {key: [aubc_of(j.records, key) for j in members] for key in keys}
+        cells = ["—" if np.isnan(v).all() else " ± ".join(f"{x:.4f}" for x in mean_std(v)) for v in values.values()]
         md.append(f"| {setting} | {strategy} | " + " | ".join(cells) + " |")
     return md
 
