@@ -11,10 +11,12 @@ import mmal.schema  # noqa: F401  (registers the typed configs, as mmal.train do
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent
 
-# A run small enough for a unit test: tiny splits, few epochs, CPU.
+# A run small enough for a unit test: tiny splits, few epochs, CPU, and no unimodal references (they would
+# triple the training; tests/test_diagnostics.py and tests/test_resume.py run them).
 TINY = [
     "dataset.num_samples=300", "dataset.num_val=100", "dataset.num_test=300", "dataset.bayes_samples=2000",
     "al.initial_size=20", "al.query_size=10", "al.cycles=2", "trainer.epochs=5", "trainer.device=cpu", "logger=none",
+    "diagnostics.every=0",
 ]
 
 

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from mmal.log import RunLog, read_jsonl
 from mmal.loop import initial_labeled, initial_model, run_active_learning
 from mmal.metrics import aubc, classification_metrics
+from mmal.metrics.references import References
 from mmal.protocol import ALProtocol
 from mmal.query import QueryStrategy, RandomSampling, Selection
 from mmal.train import run
@@ -51,7 +52,8 @@ def test_queries_are_new_distinct_and_the_budget_adds_up(query, tmp_path):
     cfg = compose_config([*TINY, f"query={query}", "al.cycles=4", "model.aux_heads=true", "pitfall=missing_modality"])
     data, build, trainer = _parts(cfg)
     strategy = Recording(instantiate(cfg.query))
-    summary = run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), _protocol(cfg), seed=0)
+    summary = run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), _protocol(cfg), seed=0,
+                                  references=instantiate(cfg.diagnostics))
 
     picked = torch.cat(strategy.picks)
     assert picked.unique().numel() == picked.numel() == 4 * 10
@@ -72,7 +74,8 @@ def test_every_strategy_starts_from_the_same_labeled_set_and_weights(tmp_path):
     first = {}
     for name, inner in [("random", RandomSampling()), ("entropy", instantiate({"_target_": "mmal.query.Entropy"}))]:
         strategy = Recording(inner)
-        run_active_learning(data, build, trainer, strategy, RunLog(tmp_path / name), _protocol(cfg), seed=3)
+        run_active_learning(data, build, trainer, strategy, RunLog(tmp_path / name), _protocol(cfg), seed=3,
+                            references=References(every=1))
         first[name] = (strategy.labeled_before[0], read_jsonl(tmp_path / name / "metrics.jsonl")[0])
     assert torch.equal(first["random"][0], first["entropy"][0])
     assert first["random"][0].sum() == 20
@@ -99,7 +102,8 @@ def test_a_strategy_that_requeries_is_stopped(tmp_path):
     cfg = compose_config(TINY)
     data, build, trainer = _parts(cfg)
     with pytest.raises(RuntimeError, match="already labeled"):
-        run_active_learning(data, build, trainer, Bad(), RunLog(tmp_path), _protocol(cfg), seed=0)
+        run_active_learning(data, build, trainer, Bad(), RunLog(tmp_path), _protocol(cfg), seed=0,
+                            references=instantiate(cfg.diagnostics))
 
 
 def test_run_learns_on_a_tiny_budget(tmp_path):
@@ -126,7 +130,8 @@ def test_what_a_strategy_reports_about_its_batch_is_logged_with_it(tmp_path):
     cfg = compose_config([*TINY, "query=gap_split", "al.cycles=3", "model.aux_heads=true", "pitfall=missing_modality"])
     data, build, trainer = _parts(cfg)
     strategy = Recording(instantiate(cfg.query))
-    run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), _protocol(cfg), seed=0)
+    run_active_learning(data, build, trainer, strategy, RunLog(tmp_path), _protocol(cfg), seed=0,
+                        references=instantiate(cfg.diagnostics))
     records = read_jsonl(tmp_path / "metrics.jsonl")
     for r in records[:-1]:  # every query round: how gap_split split its batch of 10
         shares = [r["query/share/a"], r["query/share/b"]]
