@@ -75,6 +75,7 @@ def run_active_learning(
     initial = copy.deepcopy(model)  # the initial weights, for cold starts and the references
     records = run_log.records
     first_cycle = 0
+    state = resume  # a run killed after its last cycle's save has no cycle left to run, only the finish
     if resume is not None:
         labeled = resume["labeled"].to(device)
         model.load_state_dict(resume["model"])

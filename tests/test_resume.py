@@ -1,4 +1,5 @@
-"""Resume: a run killed with SIGKILL mid-cycle continues from its last complete cycle to the same results."""
+"""Resume: a run killed with SIGKILL mid-cycle, or after its last cycle, continues from its last complete cycle
+to the same results."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TINY, compose_config
 
+from mmal.checkpoint import load_state, save_state
 from mmal.log import read_jsonl
+from mmal.train import run
 
 ARGS = ["al.cycles=8", "trainer.epochs=150", "trainer.device=cpu", "logger=wandb", "logger.mode=offline"]
 
@@ -26,7 +29,10 @@ def _without_times(records):
 
 
 def _summary(run_dir):
-    summary = json.loads((run_dir / "summary.json").read_text())
+    return _without_times_summary(json.loads((run_dir / "summary.json").read_text()))
+
+
+def _without_times_summary(summary):
     return {k: v for k, v in summary.items() if "time/" not in k}
 
 
@@ -69,3 +75,33 @@ def test_a_run_directory_refuses_another_config(tmp_path):
                             text=True)
     assert result.returncode == 2
     assert "holds a run of a different config" in result.stderr + result.stdout
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no handler catches it."""
+
+
+def _die(*args, **kwargs):
+    raise Killed
+
+
+@pytest.mark.parametrize("phase", ["plots", "logger finish", "final state save"])
+def test_a_run_killed_after_its_last_cycle_finishes_on_rerun_with_the_same_results(phase, tmp_path, monkeypatch):
+    cfg = compose_config([*TINY, "diagnostics.every=1"])
+    straight = run(cfg, tmp_path / "straight")
+    target = {"plots": ("mmal.loop.save_plots", _die), "logger finish": ("mmal.log.RunLog.finish", _die),
+              "final state save": ("mmal.loop.save_state",
+                                   lambda run_dir, state: _die() if "summary" in state else save_state(run_dir, state))}
+    name, replacement = target[phase]
+    with monkeypatch.context() as patch:
+        patch.setattr(name, replacement)
+        with pytest.raises(Killed):
+            run(cfg, tmp_path / "killed")
+    assert load_state(tmp_path / "killed")["cycle"] == 2 and "summary" not in load_state(tmp_path / "killed")
+
+    resumed = run(cfg, tmp_path / "killed")
+    assert _without_times_summary(resumed) == _without_times_summary(straight)
+    assert _without_times(read_jsonl(tmp_path / "killed" / "metrics.jsonl")) == _without_times(
+        read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
+    assert "summary" in load_state(tmp_path / "killed")
+    assert (tmp_path / "killed" / "modality_imbalance.png").exists()
