@@ -65,17 +65,24 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         summary = run(cfg, run_dir, name, group)
-    except ConfigError as err:
-        log.error("config error: %s", err)
-        sys.exit(2)
     except Exception as err:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            raise
-        # One failing job must not stop the sweep: record the error where the report finds it, go on.
-        log.exception("job %s failed", run_dir)
-        cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
-        (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}\n\n{traceback.format_exc()}")
-        return float("nan")
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One failing job, a bad config included, must not stop the sweep: record the error where the
+            # report finds it, go on with the next job.
+            cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
+            if isinstance(err, ConfigError):
+                log.error("job %s: config error: %s", run_dir, err)
+                detail = ""
+            else:
+                log.exception("job %s failed", run_dir)
+                detail = "\n\n" + traceback.format_exc()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}{detail}")
+            return float("nan")
+        if isinstance(err, ConfigError):
+            log.error("config error: %s", err)
+            sys.exit(2)
+        raise
     return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
 
 

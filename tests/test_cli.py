@@ -220,6 +220,18 @@ def test_multirun_sweep_runs_every_job(tmp_path):
     assert len(first[False]) == 1 and len(first[True]) == 1 and first[False] != first[True]
 
 
+@pytest.mark.slow
+def test_a_sweep_job_with_a_bad_config_is_recorded_and_the_other_jobs_run(tmp_path):
+    overrides = [o for o in TINY if not o.startswith(("trainer.epochs", "al.cycles"))]
+    result = _train(["-m", "trainer.epochs=0,5", "al.cycles=1", *overrides, f"hydra.sweep.dir={tmp_path}"], ROOT)
+    assert result.returncode == 0, result.stderr
+    bad, good = (next(tmp_path.glob(f"*trainer.epochs={e}*")) for e in (0, 5))
+    assert (bad / "error.txt").read_text() == "ConfigError: trainer.epochs=0: an integer >= 1"
+    assert not (bad / "metrics.jsonl").exists()
+    assert (good / "summary.json").exists() and len(read_jsonl(good / "metrics.jsonl")) == 2
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_device_auto_picks_what_is_there():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert Trainer(device="auto").device.type == expected
