@@ -8,6 +8,7 @@ appear in its config group (``epochs``); whoever builds it from a group adds the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -41,7 +42,14 @@ def is_int(v: Any) -> bool:
 
 
 def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (not a bool): ``inf`` and ``nan`` pass no range check, so they are no numbers here."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _a_number(values: Sequence[Any]) -> str:
+    """How the allowed value is named: "a finite number" when the value given was inf or nan."""
+    non_finite = any(isinstance(x, float) and not math.isfinite(x) for x in values)
+    return "a finite number" if non_finite else "a number"
 
 
 def check_int(key: str, v: Any, minimum: int) -> int:
@@ -57,7 +65,7 @@ def check_number(key: str, v: Any, minimum: float, strict: bool = False, maximum
     if not low_ok or (maximum is not None and v > maximum) or (below is not None and v >= below):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         upper = f" and <= {maximum}" if maximum is not None else f" and < {below}" if below is not None else ""
-        raise ConfigError(key, v, f"a number {bound}{upper}")
+        raise ConfigError(key, v, f"{_a_number([v])} {bound}{upper}")
     return v
 
 
@@ -73,7 +81,9 @@ def check_numbers(key: str, v: Any, length: int | None, minimum: float, positive
     if ok and length is not None and len(v) != length:
         raise ConfigError(key, v, f"a list of {length} values, one per modality/class")
     if not ok or (positive_sum and sum(v) <= 0):
-        raise ConfigError(key, v, f"a list of numbers >= {minimum}" + (" not all zero" if positive_sum else ""))
+        items = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v]
+        kind = "finite numbers" if _a_number(items) == "a finite number" else "numbers"
+        raise ConfigError(key, v, f"a list of {kind} >= {minimum}" + (" not all zero" if positive_sum else ""))
     return list(v)
 
 
@@ -83,7 +93,7 @@ def check_per_modality(key: str, v: Any, num_modalities: int | None, minimum: fl
     checked when ``num_modalities`` is known)."""
     is_list = isinstance(v, Sequence) and not isinstance(v, str)
     values = list(v) if is_list else [v]
-    kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else _a_number(values)
     rule = (f"> {minimum}" if strict else f">= {minimum}") + (f" and < {below}" if below is not None else "")
     allowed = f"{kind} {rule}, or a list of such values with one per modality"
     if is_list and num_modalities is not None and len(v) != num_modalities:

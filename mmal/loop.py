@@ -7,9 +7,10 @@ another strategy's randomness.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from mmal.plots import save_plots
 from mmal.protocol import ALProtocol
 from mmal.query.base import QueryContext, QueryStrategy
 from mmal.seeding import derive_seed
-from mmal.training import Trainer
+from mmal.training import DivergenceError, Trainer
 
 
 def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
@@ -88,7 +89,8 @@ def run_active_learning(
         start = time.perf_counter()
         rows = labeled.nonzero().squeeze(1)
         train_seed = derive_seed(seed, "train", cycle)
-        trainer.fit(model, data.pool, rows, train_seed)
+        with _naming_cycle(cycle):
+            trainer.fit(model, data.pool, rows, train_seed)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
 
@@ -103,7 +105,8 @@ def run_active_learning(
         record[names.TIME_REFERENCE] = 0.0
         if references.due(cycle, cycles):
             start = time.perf_counter()
-            record.update(references.measure(trainer, initial, data, rows, train_seed))
+            with _naming_cycle(cycle):
+                record.update(references.measure(trainer, initial, data, rows, train_seed))
             record[names.TIME_REFERENCE] = _since(start, device)
             record.update(references.deficits(record, data.modalities))
 
@@ -158,6 +161,15 @@ def summarise(records: list[dict[str, Any]], ground_truth: dict[str, float]) -> 
         summary[names.TOTAL_PREFIX + key] = sum(r[key] for r in records)
     summary.update({names.GROUND_TRUTH_PREFIX + k: v for k, v in ground_truth.items()})
     return summary
+
+
+@contextlib.contextmanager
+def _naming_cycle(cycle: int) -> Iterator[None]:
+    """A diverged training says in which cycle it happened."""
+    try:
+        yield
+    except DivergenceError as err:
+        raise DivergenceError(f"cycle {cycle}: {err}") from None
 
 
 def _since(start: float, device: torch.device) -> float:

@@ -23,6 +23,7 @@ from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import RunLog
 from mmal.loop import run_active_learning
+from mmal.training import DivergenceError
 
 log = logging.getLogger("mmal")
 
@@ -82,6 +83,9 @@ def main(cfg: DictConfig) -> float:
         if isinstance(err, ConfigError):
             log.error("config error: %s", err)
             sys.exit(2)
+        if isinstance(err, DivergenceError):  # the cycle and the keys to look at; a traceback adds nothing
+            log.error("%s", err)
+            sys.exit(1)
         raise
     return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
 

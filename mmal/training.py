@@ -20,6 +20,10 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class DivergenceError(RuntimeError):
+    """Training left non-finite weights: the run cannot go on, and its config says where to look."""
+
+
 @dataclass
 class Predictions:
     """Batched model outputs for n samples: probs (n, C), fused (n, F), embeddings M x (n, D_m),
@@ -96,7 +100,7 @@ class Trainer:
 
     def fit(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor, seed: int) -> MultimodalClassifier:
         """Train ``model`` in place on rows ``idx`` of ``data`` (already on the device); ``seed`` fixes
-        batch order and dropout."""
+        batch order and dropout. Raises ``DivergenceError`` when the weights end non-finite."""
         torch.manual_seed(seed)  # dropout draws from the global generator
         order = torch.Generator().manual_seed(seed)
         drop = torch.Generator().manual_seed(derive_seed(seed, "modality_dropout"))
@@ -130,6 +134,11 @@ class Trainer:
                 scaler.step(opt)
                 scaler.update()
                 step += 1
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # one check per fit, not per step
+            raise DivergenceError(
+                f"training diverged: non-finite weights after {step} steps (last loss {loss.item():.4g}); lower "
+                f"trainer.lr={self.lr} or check trainer.weight_decay={self.weight_decay}, "
+                f"trainer.precision={self.precision!r}")
         return model.eval()
 
     def _drop_modalities(self, mask: Tensor, g: torch.Generator) -> Tensor:

@@ -115,6 +115,10 @@ BAD = [
      "al.cycles=100: budget 20 + 100 x 50 = 5020 exceeds the pool (2000); at most 39 cycles"),
     (["dataset.modalities={a: 3, b: 32}"], "dataset.modalities.a=3: an integer >= num_classes + nuisance_dim = 8"),
     (["trainer.modality_dropout=1.0"], "trainer.modality_dropout=1.0: a number >= 0 and < 1"),
+    (["trainer.lr=inf"], "trainer.lr=inf: a finite number > 0"),
+    (["trainer.weight_decay=inf"], "trainer.weight_decay=inf: a finite number >= 0"),
+    (["pitfall.noise=inf"], "pitfall.noise=inf: a finite number > 0, or a list of such values"),
+    (["pitfall.separation=[2.0,nan]"], "pitfall.separation=[2.0, nan]: a finite number >= 0, or a list"),
     (["diagnostics.every=-1"], "diagnostics.every=-1: an integer >= 0"),
     (["diagnostics.min_margin=0"], "diagnostics.min_margin=0: a number > 0 and < 1"),
     (["+diagnostics.cadence=2"], "diagnostics.cadence=2: not a parameter of mmal.metrics.references.References"),
@@ -230,6 +234,18 @@ def test_a_sweep_job_with_a_bad_config_is_recorded_and_the_other_jobs_run(tmp_pa
     assert not (bad / "metrics.jsonl").exists()
     assert (good / "summary.json").exists() and len(read_jsonl(good / "metrics.jsonl")) == 2
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_naming_the_cycle_and_the_keys(tmp_path):
+    # lr = 1e6 drives every weight to NaN within the first cycle; once this ran to the end at chance.
+    overrides = [o for o in TINY if not o.startswith("trainer.epochs")] + ["trainer.epochs=20", "trainer.lr=1e6"]
+    result = _train([*overrides, f"hydra.run.dir={tmp_path}"], ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "cycle 0: training diverged: non-finite weights" in output and "trainer.lr=1000000.0" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "metrics.jsonl").read_text()
 
 
 def test_device_auto_picks_what_is_there():

@@ -57,7 +57,7 @@ from mmal.metrics.names import (
     per_modality,
 )
 from mmal.models.classifier import MultimodalClassifier
-from mmal.training import Trainer
+from mmal.training import DivergenceError, Trainer
 
 
 @dataclass
@@ -103,7 +103,10 @@ class References:
             if len(rows) == 0:  # no labeled row has m: there is nothing to train a reference on
                 out[per_modality(REF_ACC, m)] = out[per_modality(REF_REPR_ACC, m)] = float("nan")
                 continue
-            reference = trainer.fit(copy.deepcopy(initial), pool, rows, seed)
+            try:
+                reference = trainer.fit(copy.deepcopy(initial), pool, rows, seed)
+            except DivergenceError as err:
+                raise DivergenceError(f"the unimodal reference of {m}: {err}") from None
             train, tested = trainer.predict(reference, pool, rows), trainer.predict(reference, test)
             y = test.y[on_test]
             out[per_modality(REF_ACC, m)] = (tested.probs[on_test].argmax(1) == y).float().mean().item()
