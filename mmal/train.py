@@ -56,7 +56,12 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
         raise
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: Hydra resolves a relative one against the caller's module, which for the mmal-train console
+# script is no file of mmal ("Primary config module 'conf' not found").
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices

@@ -201,7 +201,7 @@ def test_a_bad_feature_root_exits_with_one_line_and_status_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     result = subprocess.run([sys.executable, "-m", "mmal.train", "dataset=features", f"dataset.root={tmp_path}",
                              "logger=none", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert f"dataset.root='{tmp_path}': no 'pool' split in {tmp_path}" in output

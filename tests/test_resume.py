@@ -39,19 +39,19 @@ def _without_times_summary(summary):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_command(straight), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(_command(straight), cwd=ROOT, check=True, capture_output=True)
 
     proc = subprocess.Popen(_command(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(read_jsonl(metrics)) >= 3):
+    # Wait for the third cycle however slow the machine is (no deadline: tests must not depend on wall time).
+    while proc.poll() is None and not (metrics.exists() and len(read_jsonl(metrics)) >= 3):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # somewhere inside cycle 3 or 4: training, evaluation or selection
     proc.wait()
     done_before = len(read_jsonl(metrics))
     assert 3 <= done_before < 9 and not (killed / "summary.json").exists()
 
-    result = subprocess.run(_command(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(_command(killed), cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "resuming after cycle" in result.stderr + result.stdout
     assert _without_times(read_jsonl(metrics)) == _without_times(read_jsonl(straight / "metrics.jsonl"))
@@ -63,7 +63,7 @@ def test_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
 
     # Launching a finished run again does nothing.
     before = metrics.read_text()
-    again = subprocess.run(_command(killed), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_command(killed), cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "already finished" in again.stderr + again.stdout
     assert metrics.read_text() == before
 

@@ -38,7 +38,7 @@ def read_wandb_run(run_dir: Path) -> dict[str, Any]:
     it (one JSON record per line): the run record, history rows, config, summary, exit code, files folder."""
     (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log_file)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+                         capture_output=True, text=True, check=True).stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
     (run_record,) = [r["run"] for r in records if r["type"] == "run"]
     config, summary = dict(run_record["config"]["update"]), {}
