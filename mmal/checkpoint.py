@@ -1,16 +1,48 @@
-"""The AL state checkpoint: written atomically after every cycle, so a killed run resumes from its last
-complete cycle and a finished one is not run again."""
+"""What a run directory holds for the run that owns it: an exclusive lock for the run's life, so that two
+runs never write into one directory, and the AL state, written atomically after every cycle, so a killed
+run resumes from its last complete cycle and a finished one is not run again."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmal.errors import ConfigError
+
 STATE_FILE = "al_state.pt"
+LOCK_FILE = ".lock"
+
+
+class RunDirectoryError(ConfigError):
+    """The run directory belongs to another run (one still running, or one of another config): nothing may be
+    written into it, not even an error file."""
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (created if needed) until the block ends; the operating system
+    releases it when the process dies, so a killed run can be resumed at once. Raises ``RunDirectoryError``
+    when another process holds it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirectoryError("run directory", str(run_dir), "is in use by another mmal run; wait for it to "
+                                "end or choose another directory (hydra.run.dir / hydra.sweep.dir)") from None
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -28,6 +60,16 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     """The saved state of ``run_dir``, or None when it has none."""
     path = Path(run_dir) / STATE_FILE
     return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def differing_keys(saved: str, current: str, most: int = 8) -> list[str]:
+    """The dotted keys whose values differ between two fingerprints (at most ``most``, sorted)."""
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): node}
+    a, b = flat(json.loads(saved)), flat(json.loads(current))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))[:most]
 
 
 def fingerprint(config: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import mmal.schema  # noqa: F401  (registers the typed configs before Hydra composes)
-from mmal.checkpoint import fingerprint, load_state
+from mmal.checkpoint import RunDirectoryError, differing_keys, fingerprint, load_state, locked
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import RunLog
@@ -28,32 +28,47 @@ from mmal.training import DivergenceError
 log = logging.getLogger("mmal")
 
 
-def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None,
+        provenance: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one experiment from a composed config, writing into ``run_dir``; returns the summary.
-    ``name`` and ``group`` label the run for the external logger."""
-    exp = prepare(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    resume = load_state(run_dir)
-    if resume is not None and resume["fingerprint"] != fingerprint(config):
-        raise ConfigError("run directory", str(run_dir), "holds a run of a different config; resume it with that "
-                          "config or choose another directory (hydra.run.dir / hydra.sweep.dir)")
-    if resume is not None and "summary" in resume:
-        log.info("already finished, nothing to do: %s", run_dir)
-        return resume["summary"]
-    if resume is not None:
-        log.info("resuming after cycle %d: %s", resume["cycle"], run_dir)
-    exp.sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
-    data = exp.data
-    log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
-             len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
-    try:
-        run_log = RunLog(run_dir, exp.sink, records=resume["records"] if resume else [])
-        return run_active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log, exp.protocol,
-                                   seed=cfg.seed, references=exp.references, resume=resume,
-                                   fingerprint=fingerprint(config))
-    except BaseException:
-        exp.sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
-        raise
+    ``name`` and ``group`` label the run for the external logger. ``provenance`` (file name -> text, e.g.
+    Hydra's ``config.yaml`` and ``overrides.yaml``) is written into ``run_dir/.hydra`` once the directory is
+    this run's: locked, and holding no run of another config."""
+    with locked(run_dir):
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        resume = load_state(run_dir)
+        if resume is not None and resume["fingerprint"] != fingerprint(config):
+            keys = differing_keys(resume["fingerprint"], fingerprint(config))
+            raise RunDirectoryError("run directory", str(run_dir), f"holds a run of another config (differing: "
+                                    f"{', '.join(keys)}); resume it with that config or choose another directory "
+                                    "(hydra.run.dir / hydra.sweep.dir)")
+        write_provenance(run_dir, provenance)  # the directory is this run's: say what runs in it
+        exp = prepare(cfg)
+        if resume is not None and "summary" in resume:
+            log.info("already finished, nothing to do: %s", run_dir)
+            return resume["summary"]
+        if resume is not None:
+            log.info("resuming after cycle %d: %s", resume["cycle"], run_dir)
+        exp.sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
+        data = exp.data
+        log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
+                 len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
+        try:
+            run_log = RunLog(run_dir, exp.sink, records=resume["records"] if resume else [])
+            return run_active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log, exp.protocol,
+                                       seed=cfg.seed, references=exp.references, resume=resume,
+                                       fingerprint=fingerprint(config))
+        except BaseException:
+            exp.sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
+            raise
+
+
+def write_provenance(run_dir: Path, provenance: dict[str, str] | None) -> None:
+    """``run_dir/.hydra/<file>`` for each item (what Hydra itself writes, held back until mmal has accepted
+    the directory: ``hydra.output_subdir`` is null in ``conf/config.yaml``)."""
+    for file, text in (provenance or {}).items():
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (run_dir / ".hydra" / file).write_text(text)
 
 
 # An absolute path: Hydra resolves a relative one against the caller's module, which for the mmal-train console
@@ -69,8 +84,16 @@ def main(cfg: DictConfig) -> float:
     sweep = Path(hydra_cfg.sweep.dir)
     group = f"{sweep.parent.name}_{sweep.name}" if hydra_cfg.mode == RunMode.MULTIRUN else None
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    provenance = {"config.yaml": OmegaConf.to_yaml(cfg),
+                  "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+                  "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
     try:
-        summary = run(cfg, run_dir, name, group)
+        summary = run(cfg, run_dir, name, group, provenance)
+    except RunDirectoryError as err:  # another run's directory: write nothing into it
+        log.error("config error: %s", err)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return float("nan")
+        sys.exit(2)
     except Exception as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # One failing job, a bad config included, must not stop the sweep: record the error where the
@@ -82,7 +105,7 @@ def main(cfg: DictConfig) -> float:
             else:
                 log.exception("job %s failed", run_dir)
                 detail = "\n\n" + traceback.format_exc()
-            run_dir.mkdir(parents=True, exist_ok=True)
+            write_provenance(run_dir, provenance)  # so that the report lists this job as crashed
             (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}{detail}")
             return float("nan")
         if isinstance(err, ConfigError):

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import ROOT, TINY, compose_config
 
-from mmal.checkpoint import load_state, save_state
+from mmal.checkpoint import RunDirectoryError, load_state, locked, save_state
 from mmal.log import read_jsonl
 from mmal.train import run
 
@@ -74,7 +74,40 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     result = subprocess.run(_command(tmp_path, ["al.cycles=2", "logger=none"]), cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 2
-    assert "holds a run of a different config" in result.stderr + result.stdout
+    assert "holds a run of another config (differing: al.cycles)" in result.stderr + result.stdout
+    # The refused rerun wrote nothing: the directory still says which config ran in it.
+    assert "al.cycles=1" in (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    assert "cycles: 1" in (tmp_path / ".hydra" / "config.yaml").read_text()
+    assert not (tmp_path / "error.txt").exists()
+
+
+@pytest.mark.slow
+def test_a_run_directory_in_use_is_refused_and_nothing_is_written_into_it(tmp_path):
+    run_dir = tmp_path / "run"
+    with locked(run_dir):  # as a running mmal process holds it
+        result = subprocess.run(_command(run_dir, ["al.cycles=1", "logger=none"]), cwd=ROOT, capture_output=True,
+                                text=True)
+    assert result.returncode == 2
+    assert "is in use by another mmal run" in result.stderr + result.stdout
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != "train.log") == [".lock"]
+    # Released (as when the other run ends or dies), the directory is free.
+    subprocess.run(_command(run_dir, ["al.cycles=1", "logger=none"]), cwd=ROOT, check=True, capture_output=True)
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == 2
+
+
+def test_the_lock_is_held_for_the_whole_run(tmp_path, monkeypatch):
+    seen = []
+
+    def try_to_lock(*args, **kwargs):  # called at the end of the run, while the run still owns the directory
+        with pytest.raises(RunDirectoryError, match="is in use"), locked(tmp_path):
+            pass
+        seen.append(True)
+
+    monkeypatch.setattr("mmal.loop.save_plots", try_to_lock)
+    run(compose_config(TINY), tmp_path)
+    assert seen == [True]
+    with locked(tmp_path):  # and released after it
+        pass
 
 
 class Killed(BaseException):
