@@ -27,6 +27,10 @@ from mmal.protocol import ALProtocol
 from mmal.query import QueryStrategy
 from mmal.training import Trainer
 
+# Every top-level key of conf/config.yaml: the config groups, the seed and the metric a sweeper optimises.
+TOP_LEVEL = ("dataset", "pitfall", "model", "fusion", "query", "al", "trainer", "diagnostics", "logger", "seed",
+             "optimized_metric")
+
 
 def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     """Instantiate ``cfg[group]`` after checking that each of its keys is a parameter of its target (and of
@@ -88,6 +92,9 @@ def prepare(cfg: DictConfig) -> Experiment:
     raises ``ConfigError`` at the first bad value. Nothing is written: this is all a run does before work.
     The components without data come first, then the data, then the model (which needs its shapes)."""
     check_optimized_metric(cfg)
+    for key in cfg:  # a key added at the top (+seeds=3) would be ignored silently
+        if key not in TOP_LEVEL:
+            raise ConfigError(key, cfg[key], f"not a top-level key of mmal's config: one of {list(TOP_LEVEL)}")
     pitfall = build(cfg, "pitfall", _convert_="all")
     check_keys(cfg.al, "al", ALProtocol)
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))

@@ -116,6 +116,8 @@ BAD = [
      "al.cycles=100: budget 20 + 100 x 50 = 5020 exceeds the pool (2000); at most 39 cycles"),
     (["dataset.modalities={a: 3, b: 32}"], "dataset.modalities.a=3: an integer >= num_classes + nuisance_dim = 8"),
     (["trainer.modality_dropout=1.0"], "trainer.modality_dropout=1.0: a number >= 0 and < 1"),
+    (["+seeds=3"], "seeds=3: not a top-level key of mmal's config: one of ['dataset', 'pitfall'"),
+    (["dataset.modalities={a: 32}"], "dataset.modalities={'a': 32}: a mapping name -> dim with >= 2 modalities"),
     (["trainer.lr=inf"], "trainer.lr=inf: a finite number > 0"),
     (["trainer.weight_decay=inf"], "trainer.weight_decay=inf: a finite number >= 0"),
     (["pitfall.noise=inf"], "pitfall.noise=inf: a finite number > 0, or a list of such values"),
