@@ -57,9 +57,21 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(run_dir: Path) -> dict[str, Any] | None:
-    """The saved state of ``run_dir``, or None when it has none."""
+    """The saved state of ``run_dir``, or None when it has none. A file that cannot be read (truncated,
+    empty, another program's) raises ``RunDirectoryError`` naming it."""
     path = Path(run_dir) / STATE_FILE
-    return torch.load(path, weights_only=False) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as err:  # torch raises pickle, zip and EOF errors alike for a damaged file
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise RunDirectoryError("run directory", str(run_dir), f"holds an unreadable {STATE_FILE} "
+                                f"({type(err).__name__}: {detail}); move it away to start the run over") from None
+    if not isinstance(state, dict) or not {"cycle", "fingerprint", "records"} <= set(state):
+        raise RunDirectoryError("run directory", str(run_dir), f"holds a {STATE_FILE} that is no mmal AL state; "
+                                "move it away to start the run over")
+    return state
 
 
 def differing_keys(saved: str, current: str, most: int = 8) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from mmal.data.multimodal import MultimodalDataset
 from mmal.errors import ConfigError, check_choice
 from mmal.metrics import names
 from mmal.models.classifier import MultimodalClassifier
@@ -34,6 +35,17 @@ def check_budget(protocol: ALProtocol, pool_size: int) -> None:
         raise ConfigError("al.cycles", protocol.cycles,
                           f"budget {protocol.initial_size} + {protocol.cycles} x {protocol.query_size} = "
                           f"{protocol.budget} exceeds the pool ({pool_size}); at most {most} cycles")
+
+
+def check_splits(data: MultimodalDataset) -> None:
+    """The labeled pool and the test split can measure accuracy: each holds at least 2 classes (with one, a
+    constant prediction scores 1.0)."""
+    for split in ("pool", "test"):
+        y = getattr(data, split).y
+        classes = y.unique().numel()
+        if classes < 2:
+            raise ConfigError("dataset", f"{len(y)} {split} rows", f"a {split} split with at least 2 classes; this one "
+                              f"has {classes} (a larger num_{split}, other class_weights, or other files)")
 
 
 def check_strategy(cfg: DictConfig, strategy: QueryStrategy, model: MultimodalClassifier) -> None:

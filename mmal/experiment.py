@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mmal.config import check_budget, check_optimized_metric, check_strategy
+from mmal.config import check_budget, check_optimized_metric, check_splits, check_strategy
 from mmal.data import MultimodalDataset
 from mmal.errors import ConfigError
 from mmal.log import Sink
@@ -103,6 +103,7 @@ def prepare(cfg: DictConfig) -> Experiment:
     strategy = build(cfg, "query", _convert_="all")
     sink = build(cfg, "logger")
     data = build(cfg, "dataset", _partial_=True, _convert_="all")(pitfall=pitfall)
+    check_splits(data)
     check_budget(protocol, len(data.pool))
     build_model = functools.partial(build(cfg, "model", _convert_="all"), shapes=data.shapes,
                                     num_classes=data.num_classes, fusion=build(cfg, "fusion", _convert_="all"))

@@ -138,3 +138,16 @@ def test_a_run_killed_after_its_last_cycle_finishes_on_rerun_with_the_same_resul
         read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
     assert "summary" in load_state(tmp_path / "killed")
     assert (tmp_path / "killed" / "modality_imbalance.png").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None], ids=["empty", "garbage", "truncated"])
+def test_a_damaged_state_file_is_refused_naming_it(content, tmp_path):
+    cfg = compose_config(TINY)
+    run(cfg, tmp_path / "done")
+    state = tmp_path / "run" / "al_state.pt"
+    state.parent.mkdir()
+    whole = (tmp_path / "done" / "al_state.pt").read_bytes()
+    state.write_bytes(whole[: len(whole) // 2] if content is None else content)
+    with pytest.raises(RunDirectoryError, match=r"holds an unreadable al_state.pt .*move it away"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

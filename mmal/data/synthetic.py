@@ -150,6 +150,8 @@ def _check_sizes(num_samples: int, num_val: int, num_test: int, num_classes: int
                               f"an integer >= num_classes + nuisance_dim = {latent} (the map must be injective)")
     if class_weights is not None:
         check_numbers("dataset.class_weights", class_weights, num_classes, 0, positive_sum=True)
+        if sum(w > 0 for w in class_weights) < 2:  # one class: every prediction is right, accuracy says nothing
+            raise ConfigError("dataset.class_weights", class_weights, "at least 2 classes with a positive weight")
 
 
 def bayes_accuracy(world: _World, num_draws: int, seed: int, names: tuple[str, ...]) -> dict[str, float]:
