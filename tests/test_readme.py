@@ -58,8 +58,9 @@ def test_the_extension_example_runs_as_shown(extension, tmp_path):
                    "my_mmal.hooks.LogitPenalty"):
         assert target in used
 
-    bad = subprocess.run([sys.executable, *args, *tiny, "query.temperature=0"], cwd=extension, env=env,
-                         capture_output=True, text=True)
+    # Into a directory of its own: the first one holds the run above, and another config is refused there.
+    bad = subprocess.run([sys.executable, *args, *tiny, "query.temperature=0", f"hydra.run.dir={tmp_path / 'bad'}"],
+                         cwd=extension, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "query.temperature=0: a number > 0" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr + bad.stdout
 
