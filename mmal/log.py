@@ -117,11 +117,14 @@ class WandbSink(Sink):
         os.environ.update(env)
         # finish_previous: a Hydra multirun runs its jobs in one process, and if a job died without finishing
         # its run, wandb's default would hand that old run back to the next job instead of a new one.
-        settings = wandb.Settings(init_timeout=self.init_timeout, reinit="finish_previous")
+        # silent: wandb's own ~35 console lines per run (banner, history sparklines) drown a sweep's log; mmal
+        # says in one line where the run is.
+        settings = wandb.Settings(init_timeout=self.init_timeout, reinit="finish_previous", silent=True)
         self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, group=self.group or group,
                               job_type=self.job_type, tags=self.tags, notes=self.notes, name=name, config=config,
                               dir=self.run_dir, settings=settings, id=run_id, resume="allow" if run_id else None)
         self.run_id = self.run.id
+        log.info("W&B run %s (%s): %s", self.run.id, self.mode, Path(self.run.dir).parent)
         self.run.define_metric(N_LABELED)
         self.run.define_metric("*", step_metric=N_LABELED)
 

@@ -207,6 +207,9 @@ def test_default_run_learns_and_ends_well_above_chance(tmp_path):
     assert (tmp_path / "summary.json").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
     assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1  # W&B is on, offline, by default
     assert "W&B init failed" not in result.stderr and "W&B log failed" not in result.stderr  # and it worked
+    # One console line says where the W&B run is; wandb's own banner and history (~35 lines) stay silent.
+    assert "W&B run " in result.stderr + result.stdout
+    assert not [line for line in (result.stderr + result.stdout).splitlines() if line.startswith("wandb:")]
 
 
 @pytest.mark.slow
