@@ -138,6 +138,13 @@ def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mean, stats.t.ppf(0.975, n - 1) * values.std(axis, ddof=1) / math.sqrt(n)
 
 
+def band(values: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The 95 % t-interval of the mean over seeds (axis 0), clipped to the metric's ``bounds``."""
+    mean, half = mean_ci(values)
+    low, high = np.clip(mean - half, *bounds), np.clip(mean + half, *bounds)
+    return low, high
+
+
 def grouped(jobs: list[Job]) -> list[tuple[tuple[str, str], list[Job]]]:
     """The finished jobs by (setting, strategy), sorted."""
     groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
@@ -343,7 +350,8 @@ def _pairwise_section(jobs: list[Job], key: str, higher: bool, alpha: float, out
             penalty[i, j] = loss / settings if settings else 0.0
         md.append(f"| **{a}** | " + " | ".join(cells) + " |")
     name = f"penalty_{key.replace('/', '_')}.png"
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(strategies), 0.8 + 0.6 * len(strategies)))
+    # At least 4.5 x 4 inches: with 2 strategies the title and labels would not fit.
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 + 0.7 * len(strategies)), max(4.0, 0.8 + 0.6 * len(strategies))))
     im = ax.imshow(penalty, cmap="Reds", vmin=0, vmax=1)
     ax.set(xticks=range(len(strategies)), yticks=range(len(strategies)), xlabel="beaten by (column)",
            ylabel="strategy (row)", title=f"Penalty matrix, {key}:\nshare of settings where the row loses")
@@ -361,8 +369,10 @@ def _pairwise_section(jobs: list[Job], key: str, higher: bool, alpha: float, out
 
 def _plot_curves(jobs: list[Job], setting: str, out: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, ylabel in [(axes[0], ACC, "test accuracy"),
-                            (axes[1], GAP_NEGLECT, "gap/neglect: largest deficit against a unimodal reference")]:
+    # Accuracy lies in [0, 1]: its band is clipped there (a t-interval over 2 seeds can reach far beyond).
+    for ax, key, ylabel, bounds in [(axes[0], ACC, "test accuracy", (0.0, 1.0)),
+                                    (axes[1], GAP_NEGLECT, "gap/neglect: largest deficit against a unimodal reference",
+                                     (-np.inf, np.inf))]:
         by_strategy: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_strategy[job.strategy].append(job)
@@ -370,9 +380,8 @@ def _plot_curves(jobs: list[Job], setting: str, out: Path) -> str:
             length = min(len(j.records) for j in members)
             x = [r[N_LABELED] for r in members[0].records[:length]]
             values = np.array([[r.get(key, np.nan) for r in j.records[:length]] for j in members])
-            mean, half = mean_ci(values)
-            ax.plot(x, mean, marker=".", label=f"{strategy} (n={len(members)})")
-            ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+            ax.plot(x, values.mean(0), marker=".", label=f"{strategy} (n={len(members)})")
+            ax.fill_between(x, *band(values, bounds), alpha=0.2)
         ax.set(xlabel="labeled samples", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from conftest import ROOT
+from PIL import Image
 
-from mmal.aggregate import expected_overrides, load_jobs, pairwise, write_report
+from mmal.aggregate import band, expected_overrides, load_jobs, pairwise, write_report
 
 
 def _job(sweep, num, overrides, summary=None, records=None, error=None):
@@ -108,6 +110,17 @@ def test_smoke_grid_with_joblib_and_the_aggregate_command(tmp_path):
     # Each job's directory is named by its overrides.
     first = sorted(p.name for p in sweep.iterdir() if p.is_dir())[0]
     assert first == "0_pitfall=none,query=random,seed=0,trainer.device=cpu"
+    with Image.open(tmp_path / "report" / "penalty_aubc_acc.png") as image:  # 2 strategies: title and labels fit
+        assert image.size[0] >= 540 and image.size[1] >= 480
+
+
+def test_the_accuracy_band_is_clipped_to_0_and_1():
+    # Two seeds at 0.2 and 1.0: the t-interval of their mean spans -4.5 to 5.7.
+    low, high = band(np.array([[0.2, 0.5], [1.0, 0.5]]), (0.0, 1.0))
+    assert low.tolist() == [0.0, 0.5] and high.tolist() == [1.0, 0.5]
+    low, high = band(np.array([[0.2], [1.0]]), (-np.inf, np.inf))
+    half = 12.706 * 0.4  # t(0.975, 1 dof) x std / sqrt(2), std = 0.566
+    assert (low[0], high[0]) == pytest.approx((0.6 - half, 0.6 + half), abs=1e-3)
 
 
 def test_the_yardstick_puts_each_final_reference_next_to_its_bayes_accuracy(tmp_path):
