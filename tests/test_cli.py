@@ -121,6 +121,7 @@ BAD = [
     (["dataset.class_weights=[1,0,0,0]"],
      "dataset.class_weights=[1.0, 0.0, 0.0, 0.0]: at least 2 classes with a positive weight"),
     (["dataset.num_test=1"], "dataset='1 test rows': a test split with at least 2 classes; this one has 1"),
+    (["dataset.num_samples=1000000000"], "dataset.num_samples=1000000000: the synthetic data would take about"),
     (["trainer.lr=inf"], "trainer.lr=inf: a finite number > 0"),
     (["trainer.weight_decay=inf"], "trainer.weight_decay=inf: a finite number >= 0"),
     (["pitfall.noise=inf"], "pitfall.noise=inf: a finite number > 0, or a list of such values"),

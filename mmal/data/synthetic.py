@@ -148,10 +148,37 @@ def _check_sizes(num_samples: int, num_val: int, num_test: int, num_classes: int
         if not is_int(dim) or dim < latent:
             raise ConfigError(f"dataset.modalities.{name}", dim,
                               f"an integer >= num_classes + nuisance_dim = {latent} (the map must be injective)")
+    _check_memory(num_samples, num_samples + num_val + num_test, latent, list(modalities.values()), bayes_samples)
     if class_weights is not None:
         check_numbers("dataset.class_weights", class_weights, num_classes, 0, positive_sum=True)
         if sum(w > 0 for w in class_weights) < 2:  # one class: every prediction is right, accuracy says nothing
             raise ConfigError("dataset.class_weights", class_weights, "at least 2 classes with a positive weight")
+
+
+def _check_memory(num_samples: int, rows: int, latent_dim: int, dims: list[int], bayes_samples: int) -> None:
+    """Refuse sizes whose generation cannot fit in the memory available, before allocating anything (the
+    kernel would kill the process without a message). Peak per row: the float64 latents and observations
+    and their float32 copies; the Bayes estimate holds its float64 latents and likelihoods."""
+    for_rows = rows * sum(latent_dim * 8 + d * 8 * 2 + d * 4 * 2 for d in dims)
+    for_bayes = bayes_samples * len(dims) * latent_dim * 8 * 3
+    available = available_memory()
+    if available is not None and for_rows + for_bayes > available:
+        key, value = ("dataset.bayes_samples", bayes_samples) if for_bayes > for_rows else \
+            ("dataset.num_samples", num_samples)
+        raise ConfigError(key, value, f"the synthetic data would take about {(for_rows + for_bayes) / 2**30:.1f} "
+                          f"GiB, more than the {available / 2**30:.1f} GiB of memory available")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def bayes_accuracy(world: _World, num_draws: int, seed: int, names: tuple[str, ...]) -> dict[str, float]:
