@@ -185,6 +185,7 @@ def test_features_errors_name_the_path_and_the_offending_name(tmp_path):
         ({}, {"modalities": ["image", "audio"]}, ["'audio'", "not a modality array", "['image', 'text']"]),
         ({"modalities": None}, {}, ["'mask'", "'modalities'"]),
         ({"image": np.full((40, 8), np.nan, np.float32)}, {}, ["'image'", "NaN"]),
+        ({"y": np.where(np.arange(40) == 7, np.nan, np.arange(40) % 4)}, {}, ["'y'", "1 non-finite", "row 7"]),
     ]
     for i, (change, config, fragments) in enumerate(cases):
         root = tmp_path / f"case{i}"
@@ -194,6 +195,13 @@ def test_features_errors_name_the_path_and_the_offending_name(tmp_path):
             load_features(Pitfall(), seed=0, root=str(root), **config)
         for fragment in [str(path), *fragments]:
             assert fragment in str(err.value), (i, str(err.value))
+
+
+def test_a_feature_pool_of_one_class_is_refused_before_any_work(tmp_path):
+    _write(tmp_path, y=np.zeros(40, dtype=int))  # once it ran to the end, every prediction right
+    with pytest.raises(ConfigError, match="a pool split with at least 2 classes; this one has 1"):
+        prepare(compose_config([f"dataset.root={tmp_path}", "dataset=features", "logger=none",
+                                "dataset.num_classes=4"]))
 
 
 @pytest.mark.slow

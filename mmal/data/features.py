@@ -175,6 +175,11 @@ def _default_modalities(arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
 def _to_data(arrays: dict[str, np.ndarray], path: Path, names: tuple[str, ...]) -> MultimodalData:
     """One split as ``MultimodalData`` with the file's mask (all True without one); checks every array."""
     y = arrays["y"]
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        bad = np.flatnonzero(~np.isfinite(y))
+        raise ConfigError("dataset.root", str(path.parent), f"labels 'y' in {path} hold {len(bad)} non-finite "
+                                                             f"values (NaN or inf), first at row {bad[0]}: every "
+                                                             "row needs a label")
     integral = np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.round(y) == y))
     if y.ndim != 1 or not integral:
         raise ConfigError("dataset.root", str(path.parent), f"labels 'y' in {path} must be a 1-d integer array, "
