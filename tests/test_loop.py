@@ -94,6 +94,27 @@ def test_every_strategy_starts_from_the_same_labeled_set_and_weights(tmp_path):
     assert not torch.equal(initial_labeled(300, 20, 3), initial_labeled(300, 20, 4))
 
 
+def test_references_leave_the_global_random_state_to_the_run(tmp_path):
+    # A strategy that draws from torch's global generator (as a user's own might) picks the same samples
+    # with or without references: they train under a forked random state. Without the fork, the
+    # references' dropout draws would move the generator between the fused training and the query (b is missing
+    # for half the rows, so b's reference takes fewer steps than the fused model).
+    class GlobalRandom(QueryStrategy):
+        def select(self, ctx, k):
+            unlabeled = (~ctx.labeled).nonzero().squeeze(1)
+            return Selection(unlabeled[torch.randperm(len(unlabeled))[:k].to(unlabeled.device)])
+
+    cfg = compose_config([*TINY, "al.cycles=2", "pitfall=missing_modality"])
+    data, build, trainer = _parts(cfg)
+    picks = {}
+    for every in (0, 1):
+        strategy = Recording(GlobalRandom())
+        run_active_learning(data, build, trainer, strategy, RunLog(tmp_path / str(every)), _protocol(cfg), seed=0,
+                            references=References(every=every))
+        picks[every] = torch.cat(strategy.picks)
+    assert torch.equal(picks[0], picks[1])
+
+
 def test_a_strategy_that_requeries_is_stopped(tmp_path):
     class Bad(QueryStrategy):
         def select(self, ctx, k):
