@@ -148,9 +148,8 @@ def selection_statistics(pool: MultimodalData, picked: Tensor, num_classes: int)
 def summarise(records: list[dict[str, Any]], ground_truth: dict[str, float]) -> dict[str, Any]:
     """Final value of every per-cycle metric, AUBC of accuracy, macro-F1 and the imbalance numbers, total phase
     times."""
-    n_labeled = [r[names.N_LABELED] for r in records]
-    summary: dict[str, Any] = {names.N_LABELED: n_labeled[-1], names.CYCLES: len(records) - 1}
     last = records[-1]
+    summary: dict[str, Any] = {names.N_LABELED: last[names.N_LABELED], names.CYCLES: len(records) - 1}
     for key, value in last.items():
         if isinstance(value, float) and not key.startswith(names.NOT_SUMMARISED):
             summary[names.FINAL_PREFIX + key] = value

@@ -42,7 +42,8 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
             raise RunDirectoryError("run directory", str(run_dir), f"holds a run of another config (differing: "
                                     f"{', '.join(keys)}); resume it with that config or choose another directory "
                                     "(hydra.run.dir / hydra.sweep.dir)")
-        write_provenance(run_dir, provenance)  # the directory is this run's: say what runs in it
+        if resume is None:  # a fresh run says what runs here; a resumed one keeps what its first start wrote
+            write_provenance(run_dir, provenance)
         exp = prepare(cfg)
         if resume is not None and "summary" in resume:
             log.info("already finished, nothing to do: %s", run_dir)
@@ -105,7 +106,8 @@ def main(cfg: DictConfig) -> float:
             else:
                 log.exception("job %s failed", run_dir)
                 detail = "\n\n" + traceback.format_exc()
-            write_provenance(run_dir, provenance)  # so that the report lists this job as crashed
+            if not (run_dir / ".hydra").exists():  # so that the report lists this job as crashed
+                write_provenance(run_dir, provenance)
             (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}{detail}")
             return float("nan")
         if isinstance(err, ConfigError):

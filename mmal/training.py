@@ -134,7 +134,8 @@ class Trainer:
                 scaler.step(opt)
                 scaler.update()
                 step += 1
-        if not all(torch.isfinite(p).all() for p in model.parameters()):  # one check per fit, not per step
+        # One check per fit, not per step, and one device sync: a stacked flag per parameter tensor.
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
             raise DivergenceError(
                 f"training diverged: non-finite weights after {step} steps (last loss {loss.item():.4g}); lower "
                 f"trainer.lr={self.lr} or check trainer.weight_decay={self.weight_decay}, "

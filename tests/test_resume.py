@@ -79,6 +79,12 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     assert "al.cycles=1" in (tmp_path / ".hydra" / "overrides.yaml").read_text()
     assert "cycles: 1" in (tmp_path / ".hydra" / "config.yaml").read_text()
     assert not (tmp_path / "error.txt").exists()
+    # A rerun of the same experiment with a setting that does not change results keeps the provenance of
+    # the run that owns the directory.
+    again = subprocess.run(_command(tmp_path, ["al.cycles=1", "logger=none", "trainer.eval_batch_size=100"]),
+                           cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and "already finished" in again.stderr + again.stdout
+    assert "eval_batch_size" not in (tmp_path / ".hydra" / "overrides.yaml").read_text()
 
 
 @pytest.mark.slow
