@@ -51,8 +51,9 @@ def np_kcenter(x: np.ndarray, labeled: np.ndarray, k: int) -> list[int]:
     return picks
 
 
-def np_kmeanspp(x: np.ndarray, uniforms: np.ndarray) -> list[int]:
-    """k-means++ seeding, one draw per uniform: invert the float64 cumsum of D² at u·sum(D²)."""
+def np_kmeanspp(x: np.ndarray, uniforms: np.ndarray, largest_norm_first: bool = False) -> list[int]:
+    """k-means++ seeding, one draw per uniform: invert the float64 cumsum of D² at u·sum(D²); the first
+    centre is the point of largest norm instead with ``largest_norm_first`` (BADGE's rule)."""
     norms = np.einsum("ij,ij->i", x, x)
     open_ = np.ones(len(x), dtype=bool)
     weights = np.ones(len(x))
@@ -62,6 +63,8 @@ def np_kmeanspp(x: np.ndarray, uniforms: np.ndarray) -> list[int]:
         if cum[-1] <= 0:
             cum = np.cumsum(open_, dtype=np.float64)
         j = int(np.searchsorted(cum, u * cum[-1], side="right"))
+        if t == 0 and largest_norm_first:
+            j = int(norms.argmax())
         picks.append(j)
         open_[j] = False
         if t + 1 < len(uniforms):
@@ -72,8 +75,8 @@ def np_kmeanspp(x: np.ndarray, uniforms: np.ndarray) -> list[int]:
 
 
 def np_badge(a: np.ndarray, h: np.ndarray, uniforms: np.ndarray) -> list[int]:
-    """k-means++ on the materialised gradient embeddings a_i ⊗ h_i, (N, C·D)."""
-    return np_kmeanspp((a[:, :, None] * h[:, None, :]).reshape(len(a), -1), uniforms)
+    """k-means++ on the materialised gradient embeddings a_i ⊗ h_i, (N, C·D), from the largest norm."""
+    return np_kmeanspp((a[:, :, None] * h[:, None, :]).reshape(len(a), -1), uniforms, largest_norm_first=True)
 
 
 def timed(fn, *args):

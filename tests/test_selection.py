@@ -42,8 +42,9 @@ def _kcenter_brute(points, labeled, k, generator):
     return picks
 
 
-def _kmeanspp_numpy(x, candidates, uniforms):
-    """k-means++ seeding in float64 numpy: direct squared distances, cumsum, searchsorted."""
+def _kmeanspp_numpy(x, candidates, uniforms, first="uniform"):
+    """k-means++ seeding in float64 numpy: direct squared distances, cumsum, searchsorted; with
+    first="largest_norm" the first centre is the candidate of largest norm, as in BADGE's ``init_centers``."""
     open_ = candidates.copy()
     weights = open_.astype(np.float64)
     picks = []
@@ -52,6 +53,8 @@ def _kmeanspp_numpy(x, candidates, uniforms):
         if cum[-1] <= 0:
             cum = np.cumsum(open_.astype(np.float64))
         j = int(np.searchsorted(cum, u * cum[-1], side="right"))
+        if not picks and first == "largest_norm":
+            j = int(np.argmax(np.where(candidates, np.linalg.norm(x, axis=1), -np.inf)))
         picks.append(j)
         open_[j] = False
         d2 = ((x - x[j]) ** 2).sum(1)
@@ -92,14 +95,31 @@ def test_kcenter_greedy_picks_distinct_unlabeled_points_and_can_take_them_all(mo
 
 @pytest.mark.parametrize("block", [16, 2048])  # 25 blocks, or one block with padding
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_kmeanspp_seeding_equals_a_numpy_reference(monkeypatch, block, seed):
+@pytest.mark.parametrize("first", ["uniform", "largest_norm"])
+def test_kmeanspp_seeding_equals_a_numpy_reference(monkeypatch, block, seed, first):
     monkeypatch.setattr(selection, "_BLOCK", block)
     points = torch.randn(400, 6, generator=_gen(seed), dtype=torch.float64)
     candidates = torch.rand(400, generator=_gen(seed + 1)) < 0.7
     uniforms = torch.rand(50, generator=_gen(seed + 2), dtype=torch.float64)
-    picks = kmeanspp_seeding(points, 50, _gen(0), candidates=candidates, uniforms=uniforms)
-    assert picks.tolist() == _kmeanspp_numpy(points.numpy(), candidates.numpy(), uniforms.numpy())
+    picks = kmeanspp_seeding(points, 50, _gen(0), candidates=candidates, uniforms=uniforms, first=first)
+    assert picks.tolist() == _kmeanspp_numpy(points.numpy(), candidates.numpy(), uniforms.numpy(), first)
     assert len(set(picks.tolist())) == 50 and candidates[picks].all()
+
+
+def test_badge_first_centre_is_the_candidate_of_largest_gradient_norm_as_in_the_authors_code():
+    probs = torch.softmax(torch.randn(500, 4, generator=_gen(0)), 1)
+    a = probs - torch.nn.functional.one_hot(probs.argmax(1), 4)
+    h = torch.randn(500, 9, generator=_gen(1))
+    norms = torch.linalg.norm(_outer(a, h), dim=1)
+    candidates = torch.ones(500, dtype=torch.bool)
+    candidates[norms.argmax()] = False  # the overall largest is labeled: the next largest comes first
+    expected = int(norms.masked_fill(~candidates, -1).argmax())
+    for seed in range(5):  # whatever the generator: the first centre is fixed, the second is not
+        picks = kmeanspp_factored(a, h, 2, _gen(seed), candidates=candidates)
+        assert picks[0] == expected
+    assert len({int(kmeanspp_factored(a, h, 2, _gen(s), candidates=candidates)[1]) for s in range(5)}) > 1
+    uniform = {int(kmeanspp_factored(a, h, 1, _gen(s), first="uniform")[0]) for s in range(5)}
+    assert len(uniform) > 1
 
 
 def test_kmeanspp_never_repeats_and_takes_every_candidate_even_among_duplicates():
@@ -173,9 +193,11 @@ def test_kmeanspp_factored_equals_seeding_on_the_explicit_embeddings(monkeypatch
     a = probs - torch.nn.functional.one_hot(probs.argmax(1), 5)
     h = torch.randn(300, 12, generator=_gen(seed + 1), dtype=torch.float64)
     uniforms = torch.rand(40, generator=_gen(seed + 2), dtype=torch.float64)
-    factored = kmeanspp_factored(a, h, 40, _gen(0), uniforms=uniforms)
-    assert torch.equal(factored, kmeanspp_seeding(_outer(a, h), 40, _gen(0), uniforms=uniforms))
-    assert len(set(factored.tolist())) == 40
+    for first in ("uniform", "largest_norm"):
+        factored = kmeanspp_factored(a, h, 40, _gen(0), uniforms=uniforms, first=first)
+        explicit = kmeanspp_seeding(_outer(a, h), 40, _gen(0), uniforms=uniforms, first=first)
+        assert torch.equal(factored, explicit)
+        assert len(set(factored.tolist())) == 40
 
 
 def test_inputs_are_checked_at_the_boundary():
@@ -184,5 +206,7 @@ def test_inputs_are_checked_at_the_boundary():
         kcenter_greedy(points, torch.zeros(10), 2, _gen(0))
     with pytest.raises(ValueError, match="uniforms must be"):
         kmeanspp_seeding(points, 2, _gen(0), uniforms=torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="first must be 'uniform' or 'largest_norm', got 'norm'"):
+        kmeanspp_seeding(points, 2, _gen(0), first="norm")
     with pytest.raises(ValueError, match="h must have shape"):
         kmeanspp_factored(torch.randn(10, 2), torch.randn(9, 3), 2, _gen(0))

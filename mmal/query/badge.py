@@ -18,7 +18,8 @@ def gradient_factor(probs: Tensor) -> Tensor:
 
 class Badge(QueryStrategy):
     """k-means++ seeding over the unlabeled gradient embeddings (p - onehot(y_hat)) ⊗ fused, never
-    materialised: each step costs O(N (C + D))."""
+    materialised: each step costs O(N (C + D)). As in the authors' code (JordanAsh/badge, ``init_centers``)
+    the first centre is the embedding of largest norm and the others are D²-sampled."""
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         pred = ctx.predict()

@@ -40,7 +40,10 @@ def contribution_weights(phi: Tensor) -> Tensor:
 class BMMAL(QueryStrategy):
     """k-means++ seeding over concatenated per-modality gradient embeddings w_m (p - onehot(y_hat)) ⊗ h_m,
     with h_m modality m's encoder embedding and w_m its contribution weight. This is exact for a linear head
-    over concatenated embeddings (BMMAL's architecture); for other heads h_m stands in for the head input."""
+    over concatenated embeddings (BMMAL's architecture); for other heads h_m stands in for the head input.
+    The first centre is the embedding of largest norm, as in the authors' ``init_centers_torch``. Departure:
+    the authors split pools too large for their GPU into chunks seeded separately; mmal never builds the
+    embeddings, so it seeds the whole pool at once."""
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         pred = ctx.predict()

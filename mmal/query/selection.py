@@ -117,11 +117,13 @@ def kcenter_greedy(points: Tensor, labeled: Tensor, k: int, generator: torch.Gen
 
 
 def kmeanspp_seeding(points: Tensor, k: int, generator: torch.Generator, candidates: Tensor | None = None,
-                     uniforms: Tensor | None = None) -> Tensor:
+                     uniforms: Tensor | None = None, first: str = "uniform") -> Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii, SODA 2007): D²-weighted sampling of k centres.
 
-    The first centre is uniform among the candidates; each next one is drawn among the remaining
-    candidates with probability proportional to its squared distance D² to the nearest chosen centre. A
+    The first centre is uniform among the candidates (``first="uniform"``), or the candidate of largest
+    norm (``first="largest_norm"``, lowest index on ties: BADGE's rule, see ``kmeanspp_factored``); each
+    next one is drawn among the remaining candidates with probability proportional to its squared
+    distance D² to the nearest chosen centre. A
     draw inverts the cumulative sum of D² (float64) at u·sum(D²) for one uniform u, so it is exactly
     proportional to D² and reproducible. Chosen points have D² = 0 and are never drawn again; when every
     remaining D² is 0 (duplicates) the draw is uniform among the remaining candidates.
@@ -131,26 +133,31 @@ def kmeanspp_seeding(points: Tensor, k: int, generator: torch.Generator, candida
         k: number of centres, 0 <= k <= number of candidates.
         generator: draws the k uniforms when ``uniforms`` is not given.
         candidates: (N,) bool tensor of the points that may be chosen; default all.
-        uniforms: (k,) values in [0, 1), one per draw, instead of drawing them from ``generator``.
+        uniforms: (k,) values in [0, 1), one per draw, instead of drawing them from ``generator``; with
+            ``first="largest_norm"`` the first one is drawn but not used.
+        first: "uniform" or "largest_norm", how the first centre is chosen.
 
     Returns:
         LongTensor (k,) of distinct candidate positions into ``points``, in the order they were drawn.
     """
     n = _check_points("points", points)
-    return _seed(euclidean_sq_dist, (points,), n, k, generator, candidates, uniforms)
+    return _seed(euclidean_sq_dist, (points,), n, k, generator, candidates, uniforms,
+                 first, lambda: (points * points).sum(1))
 
 
 def kmeanspp_factored(a: Tensor, h: Tensor, k: int, generator: torch.Generator, candidates: Tensor | None = None,
-                      uniforms: Tensor | None = None) -> Tensor:
+                      uniforms: Tensor | None = None, first: str = "largest_norm") -> Tensor:
     """k-means++ seeding over the points g_i = a_i ⊗ h_i, BADGE's selection (Ash et al., ICLR 2020).
 
     Same draws as ``kmeanspp_seeding`` on the flattened outer products (N, C·D), without building them:
-    each pick costs O(N·(C + D)) (see ``outer_product_sq_dist``).
+    each pick costs O(N·(C + D)) (see ``outer_product_sq_dist``). The first centre is by default the
+    candidate of largest gradient-embedding norm |a_i|·|h_i|, as in the authors' code (JordanAsh/badge,
+    ``init_centers``: ``argmax`` of the norms) and in BMMAL's (MengShen0709/bmmal, ``init_centers_torch``).
 
     Args:
         a: (N, C) float tensor, softmax probabilities minus the one-hot predicted class.
         h: (N, D) float tensor of the same dtype, the penultimate embeddings.
-        k, generator, candidates, uniforms: as in ``kmeanspp_seeding``.
+        k, generator, candidates, uniforms, first: as in ``kmeanspp_seeding``.
 
     Returns:
         LongTensor (k,) of distinct candidate positions, in the order they were drawn.
@@ -158,7 +165,8 @@ def kmeanspp_factored(a: Tensor, h: Tensor, k: int, generator: torch.Generator, 
     n = _check_points("a", a)
     if h.ndim != 2 or h.shape[0] != n:
         raise ValueError(f"h must have shape (N={n}, D), got {tuple(h.shape)}")
-    return _seed(outer_product_sq_dist, (a, h), n, k, generator, candidates, uniforms)
+    return _seed(outer_product_sq_dist, (a, h), n, k, generator, candidates, uniforms,
+                 first, lambda: (a * a).sum(1) * (h * h).sum(1))
 
 
 def _farthest_first(sq_dist: SqDist, labeled: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -218,8 +226,12 @@ def _min_sq_dist(sq_dist: SqDist, centres: Tensor, b0: int, b1: int) -> Tensor:
 
 
 def _seed(make_sq_dist: Callable[..., SqDist], tensors: tuple[Tensor, ...], n: int, k: int,
-          generator: torch.Generator, candidates: Tensor | None, uniforms: Tensor | None) -> Tensor:
-    """Checks the k-means++ arguments, then runs ``_d2_sampling`` on ``make_sq_dist(*tensors)``."""
+          generator: torch.Generator, candidates: Tensor | None, uniforms: Tensor | None,
+          first: str, sq_norms: Callable[[], Tensor]) -> Tensor:
+    """Checks the k-means++ arguments, then runs ``_d2_sampling`` on ``make_sq_dist(*tensors)``;
+    ``sq_norms()`` gives the (N,) squared norms for ``first="largest_norm"``."""
+    if first not in ("uniform", "largest_norm"):
+        raise ValueError(f"first must be 'uniform' or 'largest_norm', got {first!r}")
     device = tensors[0].device
     if candidates is None:
         candidates = torch.ones(n, dtype=torch.bool, device=device)
@@ -232,12 +244,16 @@ def _seed(make_sq_dist: Callable[..., SqDist], tensors: tuple[Tensor, ...], n: i
     open_ = torch.zeros(-(-n // _BLOCK) * _BLOCK, dtype=torch.bool, device=device)  # padding never drawn
     open_[:n] = candidates.to(device)
     with torch.inference_mode():
-        picks = _d2_sampling(make_sq_dist(*tensors), open_, uniforms.to(device, torch.float64))
+        largest = None
+        if first == "largest_norm" and k > 0:
+            largest = int(sq_norms().masked_fill(~candidates.to(device), -torch.inf).argmax())  # first on ties
+        picks = _d2_sampling(make_sq_dist(*tensors), open_, uniforms.to(device, torch.float64), largest)
     return picks.clone()
 
 
-def _d2_sampling(sq_dist: SqDist, open_: Tensor, uniforms: Tensor) -> Tensor:
-    """The k-means++ loop: one D²-weighted draw per uniform among the points still ``open_`` (padded N,)."""
+def _d2_sampling(sq_dist: SqDist, open_: Tensor, uniforms: Tensor, first: int | None = None) -> Tensor:
+    """The k-means++ loop: one D²-weighted draw per uniform among the points still ``open_`` (padded N,);
+    the first pick is ``first`` when given (its uniform is then unused)."""
     k = len(uniforms)
     picks = torch.empty(k, dtype=torch.long, device=open_.device)
     open_ = open_.clone()
@@ -249,7 +265,7 @@ def _d2_sampling(sq_dist: SqDist, open_: Tensor, uniforms: Tensor) -> Tensor:
             cum = open_.cumsum(0, dtype=torch.float64)
             total = float(cum[-1])
         # first i with cum_i > u·total: weight-0 points are never drawn, and u < 1 keeps it in range
-        j = int(torch.searchsorted(cum, u * total, right=True))
+        j = first if t == 0 and first is not None else int(torch.searchsorted(cum, u * total, right=True))
         picks[t] = j
         open_[j] = False
         if t + 1 < k:
