@@ -74,6 +74,18 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+def resumable_state(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved state of ``run_dir`` when it is a run of ``config`` (None when the directory holds no run);
+    raises ``RunDirectoryError`` naming the differing keys when it holds a run of another config."""
+    state = load_state(run_dir)
+    if state is not None and state["fingerprint"] != fingerprint(config):
+        keys = differing_keys(state["fingerprint"], fingerprint(config))
+        raise RunDirectoryError("run directory", str(run_dir), f"holds a run of another config (differing: "
+                                f"{', '.join(keys)}); resume it with that config or choose another directory "
+                                "(hydra.run.dir / hydra.sweep.dir)")
+    return state
+
+
 def differing_keys(saved: str, current: str, most: int = 8) -> list[str]:
     """The dotted keys whose values differ between two fingerprints (at most ``most``, sorted)."""
     def flat(node: Any, prefix: str = "") -> dict[str, Any]:

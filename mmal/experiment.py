@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mmal.config import check_budget, check_optimized_metric, check_splits, check_strategy
 from mmal.data import MultimodalDataset
+from mmal.data.pitfall import Pitfall
 from mmal.errors import ConfigError
 from mmal.log import Sink
 from mmal.metrics.references import References
@@ -87,10 +88,30 @@ class Experiment:
     sink: Sink
 
 
+@dataclass
+class Components:
+    """The components that need no data (``build_components``)."""
+
+    pitfall: Pitfall
+    protocol: ALProtocol
+    trainer: Trainer
+    references: References
+    strategy: QueryStrategy
+    sink: Sink
+
+
 def prepare(cfg: DictConfig) -> Experiment:
     """Build every component of ``cfg``, each checking its own arguments, then the rules that cross groups;
     raises ``ConfigError`` at the first bad value. Nothing is written: this is all a run does before work.
     The components without data come first, then the data, then the model (which needs its shapes)."""
+    parts = build_components(cfg)
+    data = build_data(cfg, parts.pitfall)
+    build_model = model_builder(cfg, parts, len(data.pool), data.shapes, data.num_classes)
+    return Experiment(data, build_model, parts.trainer, parts.strategy, parts.protocol, parts.references, parts.sink)
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Every component that needs no data, each checked; and the top-level keys."""
     check_optimized_metric(cfg)
     for key in cfg:  # a key added at the top (+seeds=3) would be ignored silently
         if key not in TOP_LEVEL:
@@ -98,14 +119,23 @@ def prepare(cfg: DictConfig) -> Experiment:
     pitfall = build(cfg, "pitfall", _convert_="all")
     check_keys(cfg.al, "al", ALProtocol)
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
-    trainer = build(cfg, "trainer")
-    references = build(cfg, "diagnostics")
-    strategy = build(cfg, "query", _convert_="all")
-    sink = build(cfg, "logger")
+    return Components(pitfall, protocol, build(cfg, "trainer"), build(cfg, "diagnostics"),
+                      build(cfg, "query", _convert_="all"), build(cfg, "logger"))
+
+
+def build_data(cfg: DictConfig, pitfall: Pitfall) -> MultimodalDataset:
+    """The dataset of ``cfg`` under ``pitfall``, with splits that can measure accuracy."""
     data = build(cfg, "dataset", _partial_=True, _convert_="all")(pitfall=pitfall)
     check_splits(data)
-    check_budget(protocol, len(data.pool))
-    build_model = functools.partial(build(cfg, "model", _convert_="all"), shapes=data.shapes,
-                                    num_classes=data.num_classes, fusion=build(cfg, "fusion", _convert_="all"))
-    check_strategy(cfg, strategy, build_model())
-    return Experiment(data, build_model, trainer, strategy, protocol, references, sink)
+    return data
+
+
+def model_builder(cfg: DictConfig, parts: Components, pool_size: int, shapes: dict[str, tuple[int, ...]],
+                  num_classes: int) -> Callable[[], MultimodalClassifier]:
+    """A function building a fresh model for data of these sizes, after the checks that need them: the
+    budget fits the pool, and the model can give what the strategy needs."""
+    check_budget(parts.protocol, pool_size)
+    build_model = functools.partial(build(cfg, "model", _convert_="all"), shapes=shapes, num_classes=num_classes,
+                                    fusion=build(cfg, "fusion", _convert_="all"))
+    check_strategy(cfg, parts.strategy, build_model())
+    return build_model

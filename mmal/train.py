@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import mmal.schema  # noqa: F401  (registers the typed configs before Hydra composes)
-from mmal.checkpoint import RunDirectoryError, differing_keys, fingerprint, load_state, locked
+from mmal.checkpoint import RunDirectoryError, fingerprint, locked, resumable_state
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import RunLog
@@ -36,12 +36,7 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
     this run's: locked, and holding no run of another config."""
     with locked(run_dir):
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        resume = load_state(run_dir)
-        if resume is not None and resume["fingerprint"] != fingerprint(config):
-            keys = differing_keys(resume["fingerprint"], fingerprint(config))
-            raise RunDirectoryError("run directory", str(run_dir), f"holds a run of another config (differing: "
-                                    f"{', '.join(keys)}); resume it with that config or choose another directory "
-                                    "(hydra.run.dir / hydra.sweep.dir)")
+        resume = resumable_state(run_dir, config)
         if resume is None:  # a fresh run says what runs here; a resumed one keeps what its first start wrote
             write_provenance(run_dir, provenance)
         exp = prepare(cfg)
@@ -100,8 +95,8 @@ def main(cfg: DictConfig) -> float:
             # One failing job, a bad config included, must not stop the sweep: record the error where the
             # report finds it, go on with the next job.
             cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
-            if isinstance(err, ConfigError):
-                log.error("job %s: config error: %s", run_dir, err)
+            if isinstance(err, (ConfigError, DivergenceError)):  # they name what to change: no traceback
+                log.error("job %s: %s", run_dir, err)
                 detail = ""
             else:
                 log.exception("job %s failed", run_dir)

@@ -232,15 +232,50 @@ def test_multirun_sweep_runs_every_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_job_with_a_bad_config_is_recorded_and_the_other_jobs_run(tmp_path):
+def test_a_sweep_with_bad_jobs_starts_none_and_lists_every_bad_one(tmp_path):
     overrides = [o for o in TINY if not o.startswith(("trainer.epochs", "al.cycles"))]
-    result = _train(["-m", "trainer.epochs=0,5", "al.cycles=1", *overrides, f"hydra.sweep.dir={tmp_path}"], ROOT)
+    # jobs 0-5: epochs 0, 5, -1 x cycles 1, 500; 500 cycles of 10 exceed the 300-row pool (known from the data)
+    result = _train(["-m", "trainer.epochs=0,5,-1", "al.cycles=1,500", *overrides, f"hydra.sweep.dir={tmp_path}"],
+                    ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "sweep refused, no job started: 5 of 6 jobs have config errors" in output
+    for job, error in [(0, "trainer.epochs=0: an integer >= 1"), (1, "trainer.epochs=0: an integer >= 1"),
+                       (3, "al.cycles=500: budget 20 + 500 x 10 = 5020 exceeds the pool (300); at most 28 cycles"),
+                       (4, "trainer.epochs=-1: an integer >= 1"), (5, "trainer.epochs=-1: an integer >= 1")]:
+        assert f"job {job} (trainer.epochs=" in output and error in output
+    assert "job 2 (" not in output and "Traceback" not in output
+    assert [p.name for p in tmp_path.iterdir()] == ["multirun.yaml"]  # Hydra's record of the sweep; no job ran
+
+
+@pytest.mark.slow
+def test_a_sweep_job_that_fails_while_running_is_recorded_and_the_other_jobs_run(tmp_path):
+    # lr = 1e6 passes every check and diverges in cycle 0; the other job must still run
+    overrides = [o for o in TINY if not o.startswith(("trainer.epochs", "al.cycles"))]
+    result = _train(["-m", "trainer.lr=1e-3,1e6", "trainer.epochs=20", "al.cycles=1", *overrides,
+                     f"hydra.sweep.dir={tmp_path}"], ROOT)
     assert result.returncode == 0, result.stderr
-    bad, good = (next(tmp_path.glob(f"*trainer.epochs={e}*")) for e in (0, 5))
-    assert (bad / "error.txt").read_text() == "ConfigError: trainer.epochs=0: an integer >= 1"
-    assert not (bad / "metrics.jsonl").exists()
+    good, bad = (next(tmp_path.glob(f"{job}_*")) for job in (0, 1))  # jobs 0 and 1: lr 1e-3 and 1e6
+    assert (bad / "error.txt").read_text().startswith("DivergenceError: cycle 0: training diverged: non-finite")
+    assert not (bad / "summary.json").exists() and (bad / ".hydra" / "overrides.yaml").exists()
     assert (good / "summary.json").exists() and len(read_jsonl(good / "metrics.jsonl")) == 2
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "Traceback" not in (bad / "error.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_rerun_with_another_config_into_the_same_directory_is_refused_before_any_job(tmp_path):
+    # job directories named by number only, so that the changed config lands in the same two directories
+    args = ["-m", "seed=0,1", *TINY, "al.cycles=1", f"hydra.sweep.dir={tmp_path}",
+            "hydra.sweep.subdir=${hydra.job.num}"]
+    assert _train(args, ROOT).returncode == 0
+    summaries = {p: p.read_bytes() for p in tmp_path.glob("*/summary.json")}
+    assert len(summaries) == 2
+    result = _train([*args, "trainer.epochs=3"], ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "2 of 2 jobs have config errors" in output and output.count("differing: trainer.epochs)") == 2
+    assert {p: p.read_bytes() for p in tmp_path.glob("*/summary.json")} == summaries
+    assert _train(args, ROOT).returncode == 0  # the same sweep again: both jobs already finished
 
 
 @pytest.mark.slow

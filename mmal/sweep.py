@@ -1,0 +1,51 @@
+"""Checking every job of a sweep before the first one starts (``check_jobs``, called by mmal's Hydra sweeper,
+``hydra_plugins.mmal_sweeper``): a grid with a bad job starts none, and the refusal lists every bad job.
+
+Each job gets the checks a run makes before work (``mmal.experiment``): every component built from its
+config, the data built once per dataset config (the seed aside) for the checks that need its sizes (the
+budget, the model), and its run directory, which must not hold a run of another config. What only a job's
+own data can show (a split with one class for one seed) is still checked when that job starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mmal.checkpoint import resumable_state
+from mmal.errors import ConfigError
+from mmal.experiment import build_components, build_data, model_builder
+
+
+def check_jobs(jobs: Iterable[tuple[str, DictConfig, Path]]) -> list[str]:
+    """``label: error`` for each job (label, config, run directory) that mmal would refuse; [] when all pass."""
+    sizes: dict[str, tuple | ConfigError] = {}  # dataset config without its seed -> data sizes, or its error
+    errors = []
+    for label, cfg, run_dir in jobs:
+        try:
+            parts = build_components(cfg)
+            key = _data_key(cfg)
+            if key not in sizes:
+                try:
+                    data = build_data(cfg, parts.pitfall)
+                    sizes[key] = (len(data.pool), data.shapes, data.num_classes)
+                except ConfigError as err:
+                    sizes[key] = err
+            if isinstance(sizes[key], ConfigError):
+                raise sizes[key]
+            model_builder(cfg, parts, *sizes[key])
+            resumable_state(run_dir, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+        except ConfigError as err:
+            errors.append(f"{label}: {err}")
+    return errors
+
+
+def _data_key(cfg: DictConfig) -> str:
+    """What the data's sizes depend on: the dataset and pitfall configs, without the seed."""
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True, enum_to_str=True)
+    dataset.pop("seed", None)
+    return json.dumps([dataset, OmegaConf.to_container(cfg.pitfall, resolve=True, enum_to_str=True)],
+                      sort_keys=True, default=str)
