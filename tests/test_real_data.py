@@ -198,6 +198,23 @@ def test_a_feature_pool_of_one_class_is_refused_before_any_work(tmp_path):
                                 "dataset.num_classes=4"]))
 
 
+@pytest.mark.parametrize("fmt", ["npz", "pt", "npy"])
+def test_features_too_large_for_memory_are_refused_from_their_headers_before_loading(tmp_path, monkeypatch, fmt):
+    rng = np.random.default_rng(0)
+    for split, n in (("pool", 300), ("test", 100)):  # 400 rows x (50 float64 + 30 float32) + int64 labels
+        x = {"a": rng.standard_normal((n, 50)), "b": rng.standard_normal((n, 30)).astype(np.float32)}
+        save_features(tmp_path, split, x, rng.integers(0, 3, n), fmt=fmt)
+    names = 0 if fmt == "pt" else 2 * 2 * 4  # the 'modalities' arrays, ['a', 'b'] as <U1 (a list in .pt)
+    stored = 400 * (50 * 8 + 30 * 4 + 8) + names  # as stored, labels included
+    needed = stored + 5 * (400 * (50 + 30 + 1) * 4 + names)  # + 5x their float32 size
+    monkeypatch.setattr("mmal.data.memory.available_memory", lambda: needed - 1)
+    with pytest.raises(ConfigError, match=rf"dataset.root='{tmp_path}': loading the 0.0 GiB of arrays would take"
+                                          r" about 0.0 GiB, more than the 0.0 GiB of memory available"):
+        load_features(Pitfall(), 0, str(tmp_path))
+    monkeypatch.setattr("mmal.data.memory.available_memory", lambda: needed)
+    assert len(load_features(Pitfall(), 0, str(tmp_path)).pool) == 240
+
+
 @pytest.mark.slow
 def test_a_bad_feature_root_exits_with_one_line_and_status_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

@@ -12,6 +12,7 @@ from sklearn.neural_network import MLPClassifier
 
 from mmal.data import Pitfall, make_synthetic
 from mmal.data.missing import draw_missing_mask
+from mmal.errors import ConfigError
 
 
 def _probe_acc(data, modalities, model=None):
@@ -130,6 +131,17 @@ def test_missing_splits_leaves_other_splits_complete():
                           bayes_samples=100)
     assert not data.pool.mask.all()
     assert data.val.mask.all() and data.test.mask.all()
+
+
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_generating(monkeypatch):
+    monkeypatch.setattr("mmal.data.memory.available_memory", lambda: 2**30)  # 1 GiB
+    # 1,002,500 rows x 2 modalities x (8 latent x 8 B + 32 x 16 B + 32 x 8 B) + Bayes 20,000 x 2 x 8 x 24 B
+    with pytest.raises(ConfigError, match=r"dataset.num_samples=1000000: the synthetic data would take about "
+                                          r"1.6 GiB, more than the 1.0 GiB of memory available"):
+        make_synthetic(Pitfall(), seed=0, num_samples=1_000_000)
+    with pytest.raises(ConfigError, match=r"dataset.bayes_samples=10000000: the synthetic data would take about"):
+        make_synthetic(Pitfall(), seed=0, num_samples=200, bayes_samples=10_000_000)
+    assert len(make_synthetic(Pitfall(), seed=0, num_samples=200).pool) == 200
 
 
 def test_any_number_of_modalities_and_class_weights():

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmal.data.memory import check_fits
 from mmal.data.missing import pitfall_mask
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.data.pitfall import SPLITS, Pitfall
@@ -156,29 +157,14 @@ def _check_sizes(num_samples: int, num_val: int, num_test: int, num_classes: int
 
 
 def _check_memory(num_samples: int, rows: int, latent_dim: int, dims: list[int], bayes_samples: int) -> None:
-    """Refuse sizes whose generation cannot fit in the memory available, before allocating anything (the
-    kernel would kill the process without a message). Peak per row: the float64 latents and observations
-    and their float32 copies; the Bayes estimate holds its float64 latents and likelihoods."""
+    """Refuse sizes whose generation cannot fit in memory, before allocating anything. Peak per row: the
+    float64 latents and observations and their float32 copies; the Bayes estimate holds its float64 latents
+    and likelihoods."""
     for_rows = rows * sum(latent_dim * 8 + d * 8 * 2 + d * 4 * 2 for d in dims)
     for_bayes = bayes_samples * len(dims) * latent_dim * 8 * 3
-    available = available_memory()
-    if available is not None and for_rows + for_bayes > available:
-        key, value = ("dataset.bayes_samples", bayes_samples) if for_bayes > for_rows else \
-            ("dataset.num_samples", num_samples)
-        raise ConfigError(key, value, f"the synthetic data would take about {(for_rows + for_bayes) / 2**30:.1f} "
-                          f"GiB, more than the {available / 2**30:.1f} GiB of memory available")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux: MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    key, value = ("dataset.bayes_samples", bayes_samples) if for_bayes > for_rows else \
+        ("dataset.num_samples", num_samples)
+    check_fits(key, value, for_rows + for_bayes, "the synthetic data")
 
 
 def bayes_accuracy(world: _World, num_draws: int, seed: int, names: tuple[str, ...]) -> dict[str, float]:
