@@ -42,7 +42,7 @@ class TrainerConfig:
     precision: str = "32"  # 32 | bf16 | 16; a string, not an enum, so that trainer.precision=32 also works
     eval_batch_size: int = 8192
     modality_dropout: float = 0.0
-    num_threads: Optional[int] = None  # noqa: UP045 (OmegaConf reads Optional, not X | None, on Python 3.10)
+    num_threads: Optional[int] = 1  # noqa: UP045 (OmegaConf reads Optional, not X | None, on Python 3.10)
 
 
 @dataclass

@@ -65,8 +65,9 @@ class Trainer:
             sample keeps at least one), so that the model learns to predict from subsets and masked
             evaluation (``masked_acc``, Shapley values) is in distribution; 0 = off.
         num_threads: CPU threads of PyTorch for this process (``torch.set_num_threads``); None keeps
-            PyTorch's default. Small models train fastest on 1 thread, and several jobs sharing the cores
-            (a joblib sweep) slow down many-fold when each one spins a thread per core.
+            PyTorch's default (OMP_NUM_THREADS, else one per core). The config's default is 1: small models
+            train fastest on one thread, and a run with a thread per core slows down about 3x as soon as
+            another process shares the cores (docs/benchmarks.md, "Threads").
     """
 
     def __init__(self, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4,
