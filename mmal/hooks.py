@@ -13,6 +13,7 @@ call sees ``batch.step``). The auxiliary-head loss below is the first user of th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,15 @@ class Batch:
 
 
 class TrainingHook:
-    """A training method inside ``Trainer.fit`` (module docstring)."""
+    """A training method inside ``Trainer.fit`` (module docstring).
+
+    ``stackable``: the hook also works on a stacked model (``mmal.models.stacked``): every tensor of ``out``
+    and ``batch`` then has a leading member dimension K, ``loss`` returns the sum of the members' terms and
+    ``after_backward`` treats each member's slice of a weight as that member's weight. A hook that is not
+    (the default) makes the trainer train each model alone.
+    """
+
+    stackable: ClassVar[bool] = False
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         """Called once before the first step of a ``fit``."""
@@ -50,7 +59,9 @@ class TrainingHook:
 class AuxiliaryHeadLoss(TrainingHook):
     """``weight`` x the mean cross-entropy of the auxiliary per-modality heads (as in BMMAL), over the
     (sample, modality) pairs where the modality is present: a missing modality never teaches its head.
-    Nothing for a model without auxiliary heads or with ``weight=0``."""
+    Nothing for a model without auxiliary heads or with ``weight=0``. Stackable: per member, summed."""
+
+    stackable = True
 
     def __init__(self, weight: float = 1.0):
         self.weight = weight
@@ -58,7 +69,8 @@ class AuxiliaryHeadLoss(TrainingHook):
     def loss(self, model: nn.Module, out: ModelOutput, batch: Batch) -> Tensor | None:
         if out.aux_logits is None or self.weight <= 0:
             return None
-        targets = batch.y.repeat_interleave(batch.mask.shape[1])  # (B * M,) matches aux_logits (B, M, C) flattened
-        per = F.cross_entropy(out.aux_logits.float().flatten(0, 1), targets, reduction="none")
-        keep = batch.mask.flatten().float()
-        return self.weight * (per * keep).sum() / keep.sum().clamp_min(1)
+        keep = batch.mask.float()  # (B, M), or (K, B, M) stacked
+        targets = batch.y[..., None].expand(batch.mask.shape)  # each sample's label for each of its modalities
+        per = F.cross_entropy(out.aux_logits.float().flatten(0, -2), targets.flatten(),
+                              reduction="none").view(keep.shape)
+        return self.weight * ((per * keep).sum((-2, -1)) / keep.sum((-2, -1)).clamp_min(1)).sum()

@@ -27,7 +27,7 @@ from mmal.plots import save_plots
 from mmal.protocol import ALProtocol
 from mmal.query.base import QueryContext, QueryStrategy
 from mmal.seeding import derive_seed
-from mmal.training import DivergenceError, Trainer
+from mmal.training import DivergenceError, Member, Trainer
 
 
 def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
@@ -86,11 +86,13 @@ def run_active_learning(
         # Train on the labeled set.
         if not protocol.warm_start:
             model.load_state_dict(initial.state_dict())
+        # With the unimodal references of the neglect measure when due: the same rows, seed and initial weights.
         start = time.perf_counter()
         rows = labeled.nonzero().squeeze(1)
         train_seed = derive_seed(seed, "train", cycle)
+        unimodal = references.members(initial, data, rows) if references.due(cycle, cycles) else []
         with _naming_cycle(cycle):
-            trainer.fit(model, data.pool, rows, train_seed)
+            trainer.fit_together([Member(model, data.pool, rows), *unimodal], train_seed)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
 
@@ -105,8 +107,7 @@ def run_active_learning(
         record[names.TIME_REFERENCE] = 0.0
         if references.due(cycle, cycles):
             start = time.perf_counter()
-            with _naming_cycle(cycle):
-                record.update(references.measure(trainer, initial, data, rows, train_seed))
+            record.update(references.measure(trainer, unimodal, data))
             record[names.TIME_REFERENCE] = _since(start, device)
             record.update(references.deficits(record, data.modalities))
 

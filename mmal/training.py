@@ -13,15 +13,32 @@ from torch import Tensor
 from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
-from mmal.models.classifier import MultimodalClassifier
+from mmal.models.classifier import MultimodalClassifier, component_class
+from mmal.models.stacked import stack, stackable, unstack
 from mmal.seeding import derive_seed
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# Optimizers whose update of a weight depends on that weight's own gradient and state only: one of them over
+# stacked weights (K, ...) is K independent optimizers, bitwise.
+STACKED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad)
+
+
 class DivergenceError(RuntimeError):
     """Training left non-finite weights: the run cannot go on, and its config says where to look."""
+
+
+@dataclass
+class Member:
+    """One model for ``Trainer.fit_together``: trained on rows ``rows`` of ``data`` (on the device); ``label``
+    (e.g. "the unimodal reference of a: ") starts its error messages."""
+
+    model: MultimodalClassifier
+    data: MultimodalData
+    rows: Tensor
+    label: str = ""
 
 
 @dataclass
@@ -33,6 +50,17 @@ class Predictions:
     fused: Tensor
     embeddings: list[Tensor]
     aux_probs: Tensor | None
+
+
+def _cuda(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _generator(device: torch.device, seed: int, shared: bool) -> torch.Generator:
+    """The global generator of ``device`` (``shared``), or a new one seeded ``seed``."""
+    if shared:
+        return torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -101,11 +129,114 @@ class Trainer:
 
     def fit(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor, seed: int) -> MultimodalClassifier:
         """Train ``model`` in place on rows ``idx`` of ``data`` (already on the device); ``seed`` fixes
-        batch order and dropout. Raises ``DivergenceError`` when the weights end non-finite."""
+        batch order and dropout (drawn from the global generator). Raises ``DivergenceError`` when the
+        weights end non-finite."""
+        self.fit_together([Member(model, data, idx)], seed)
+        return model
+
+    def fit_together(self, members: Sequence[Member], seed: int) -> None:
+        """Train every member as ``fit`` would train it alone with ``seed``, each in place.
+
+        Members whose models stack (``mmal.models.stacked``) and that train on the same rows train as one
+        stacked model: one forward and backward pass per step for all of them. On one CPU thread each
+        member's weights are then bitwise those of training it alone (``tests/test_stacked.py``), except
+        for a batch of 1 or 3 rows, where a batched product may round differently (equal in distribution,
+        as with another thread count). The first member draws its dropout from the global generator, as
+        ``fit`` does; the others from their own generators seeded ``seed``, so the global random state
+        afterwards is that after fitting the first member alone. Stacking needs every hook ``stackable``,
+        an elementwise optimizer (``STACKED_OPTIMIZERS``) and no float16 loss scaling; otherwise, and for
+        models that do not stack, each member trains alone.
+        """
+        for member in members:
+            member.model.to(self.device).train()
+        steps = {}
+        for group in self._groups(members):
+            first = group[0] is members[0]
+            if len(group) > 1:
+                steps |= self._fit_stacked(group, seed, shares_global=first)
+                continue
+            with contextlib.nullcontext() if first else torch.random.fork_rng(devices=_cuda(self.device)):
+                steps |= self._fit_alone(group[0], seed)  # one model: the plain loop is the faster
+        # One check per fit, not per step, and one device sync: a stacked flag per parameter tensor.
+        for member in members:
+            if not torch.stack([torch.isfinite(p).all() for p in member.model.parameters()]).all():
+                done, loss = steps[id(member)]
+                raise DivergenceError(
+                    f"{member.label}training diverged: non-finite weights after {done} steps (last loss "
+                    f"{loss:.4g}); lower trainer.lr={self.lr} or check trainer.weight_decay={self.weight_decay}, "
+                    f"trainer.precision={self.precision!r}")
+            member.model.eval()
+
+    def _stacks(self) -> bool:
+        """Whether this trainer's optimizer, hooks and precision allow stacked training."""
+        return (component_class(self.optimizer) in STACKED_OPTIMIZERS and self.precision != "16"
+                and all(hook.stackable for hook in self.hooks))
+
+    def _groups(self, members: Sequence[Member]) -> list[list[Member]]:
+        """Members that train as one stacked model: same rows, same architecture, every one stackable (and a
+        trainer that allows it); every other member alone. The first member's group comes first."""
+        groups: list[list[Member]] = []
+        for member in members:
+            shape = [(n, p.shape) for n, p in member.model.named_parameters()]
+            group = next((g for g in groups if self._stacks() and stackable(member.model) and stackable(g[0].model)
+                          and torch.equal(g[0].rows, member.rows) and g[0].data.x.keys() == member.data.x.keys()
+                          and [(n, p.shape) for n, p in g[0].model.named_parameters()] == shape), None)
+            if group is None:
+                groups.append([member])
+            else:
+                group.append(member)
+        return groups
+
+    def _fit_stacked(self, group: list[Member], seed: int, shares_global: bool) -> dict[int, tuple]:
+        """The training loop for members on the same rows, as one stacked model (``fit_together``); with
+        ``shares_global`` the first member draws its dropout from the global generator."""
+        generators = [_generator(self.device, seed, shared=shares_global and k == 0) for k in range(len(group))]
+        model = stack([m.model for m in group], generators)
+        if shares_global:
+            torch.manual_seed(seed)  # as fit alone: the first member's dropout, from the global generator
+        order = torch.Generator().manual_seed(seed)
+        drops = [torch.Generator().manual_seed(derive_seed(seed, "modality_dropout")) for _ in group]
+        opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        idx = group[0].rows.to(self.device)
+        # The training rows of every member, (K, n, ...): batches index positions into them.
+        x = {m: torch.stack([member.data.x[m][idx] for member in group]) for m in group[0].data.x}
+        masks = torch.stack([member.data.mask[idx] for member in group])  # (K, n, M)
+        ys = torch.stack([member.data.y[idx] for member in group])  # (K, n)
+        steps_per_epoch = -(-len(idx) // self.batch_size)
+        for hook in self.hooks:
+            hook.start(model, opt, self.epochs * steps_per_epoch)
+        step = 0
+        for _ in range(self.epochs):
+            for rows in torch.randperm(len(idx), generator=order).to(self.device).split(self.batch_size):
+                mask = masks[:, rows]
+                if self.modality_dropout > 0:
+                    mask = torch.stack([self._drop_modalities(m, g) for m, g in zip(mask, drops)])
+                batch = Batch({m: v[:, rows] for m, v in x.items()}, mask, ys[:, rows], step)
+                with self._autocast():
+                    out = model(batch.x, batch.mask)
+                    losses = F.cross_entropy(out.logits.float().flatten(0, 1), batch.y.flatten(),
+                                             reduction="none").view(batch.y.shape).mean(1)  # (K,) per member
+                    loss = losses.sum()  # each member's gradient is that of its own mean loss
+                    for hook in self.hooks:
+                        term = hook.loss(model, out, batch)
+                        if term is not None:
+                            loss = loss + term
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for hook in self.hooks:
+                    hook.after_backward(model, out, batch)
+                opt.step()
+                step += 1
+        unstack(model, [m.model for m in group])
+        last = losses.tolist()
+        return {id(member): (step, last[k]) for k, member in enumerate(group)}
+
+    def _fit_alone(self, member: Member, seed: int) -> dict[int, tuple]:
+        """The training loop for one model (a model or trainer that does not stack, ``fit_together``)."""
+        model, data, idx = member.model, member.data, member.rows
         torch.manual_seed(seed)  # dropout draws from the global generator
         order = torch.Generator().manual_seed(seed)
         drop = torch.Generator().manual_seed(derive_seed(seed, "modality_dropout"))
-        model.to(self.device).train()
         opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
         idx = idx.to(self.device)
@@ -135,13 +266,7 @@ class Trainer:
                 scaler.step(opt)
                 scaler.update()
                 step += 1
-        # One check per fit, not per step, and one device sync: a stacked flag per parameter tensor.
-        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
-            raise DivergenceError(
-                f"training diverged: non-finite weights after {step} steps (last loss {loss.item():.4g}); lower "
-                f"trainer.lr={self.lr} or check trainer.weight_decay={self.weight_decay}, "
-                f"trainer.precision={self.precision!r}")
-        return model.eval()
+        return {id(member): (step, loss.item())}
 
     def _drop_modalities(self, mask: Tensor, g: torch.Generator) -> Tensor:
         """Mask each present modality with probability ``modality_dropout``; a row left with none keeps its

@@ -37,8 +37,11 @@ def test_mlp_encoder_on_flat_input_is_the_old_encoder_bit_for_bit():
     torch.manual_seed(1)
     assert torch.equal(got, reference(x))
     assert torch.equal(encoder.eval()(x), reference.eval()(x))
-    # An image-shaped input is flattened first.
-    assert torch.equal(encoder(x.view(20, 1, 3, 4)), encoder(x))
+    # An image-shaped modality is flattened first; a leading member dimension (mmal.models.stacked) stays.
+    torch.manual_seed(0)
+    image = MLPEncoder((1, 3, 4), hidden_dim=16, out_dim=8, num_hidden=2, dropout=0.2).eval()
+    assert torch.equal(image(x.view(20, 1, 3, 4)), encoder(x))
+    assert torch.equal(image(x.view(1, 20, 1, 3, 4))[0], encoder(x))
     assert encoder.out_dim == 8
 
 

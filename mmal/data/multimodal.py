@@ -10,9 +10,10 @@ from torch import Tensor
 
 
 def per_row(col: Tensor, x: Tensor) -> Tensor:
-    """``col`` (B,), one value per sample, reshaped to broadcast over ``x`` (B, *shape): the mask of one
-    modality applied to its rows, whatever their shape."""
-    return col.reshape(-1, *[1] * (x.dim() - 1))
+    """``col`` (..., B), one value per sample, reshaped to broadcast over ``x`` (..., B, *shape): the mask of
+    one modality applied to its rows, whatever their shape (and for stacked models, ``mmal.models.stacked``,
+    whatever the leading member dimension)."""
+    return col.reshape(*col.shape, *[1] * (x.dim() - col.dim()))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ modality masked. On the test rows that have m:
   ``gap/neglect_repr`` the same at the representation level.
 
 References cost a training per modality: ``every`` sets the cadence (cycle 0, every ``every`` cycles, and
-the last cycle); cycles in between log no reference metrics. Their wall time is ``time/reference``.
+the last cycle); cycles in between log no reference metrics. They train together with the fused model,
+as one stacked model where it stacks (``Trainer.fit_together``), so ``time/train`` holds their training
+too; ``time/reference`` is the rest (their predictions and probes). Their random state is their own: the
+fused model, and so the AL run, is the model trained alone.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from mmal.metrics.names import (
     per_modality,
 )
 from mmal.models.classifier import MultimodalClassifier
-from mmal.training import DivergenceError, Trainer
+from mmal.training import Member, Trainer
 
 
 @dataclass
@@ -82,36 +85,38 @@ class References:
         """Whether cycle ``cycle`` of ``cycles`` trains references."""
         return self.every > 0 and (cycle % self.every == 0 or cycle == cycles)
 
-    def measure(self, trainer: Trainer, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor,
-                seed: int) -> dict[str, float]:
-        """Train one reference per modality from ``initial`` (the fused model's initial weights) on the pool
-        rows ``labeled`` that have it, with training seed ``seed``; ``ref_acc/<m>`` and ``ref_repr_acc/<m>``.
-        The global random state is restored afterwards, so references never change the AL run itself."""
-        cuda = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            return self._measure(trainer, initial, data, labeled, seed)
-
-    def _measure(self, trainer: Trainer, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor,
-                 seed: int) -> dict[str, float]:
-        out = {}
+    def members(self, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor) -> list[Member]:
+        """One training ``Member`` per modality that some labeled row has: a copy of ``initial`` (the fused
+        model's initial weights) on the pool rows ``labeled`` that have the modality, every other modality
+        masked. Train them with the fused model (``Trainer.fit_together``, same training seed), then
+        ``measure``."""
+        out = []
         for i, m in enumerate(data.modalities):
             only = torch.zeros_like(data.pool.mask)
             only[:, i] = True
-            pool, test = data.pool.with_mask(data.pool.mask & only), data.test.with_mask(data.test.mask & only[:1])
+            pool = data.pool.with_mask(data.pool.mask & only)
             rows = labeled[pool.mask[labeled, i]]
-            on_test = test.mask[:, i]
-            if len(rows) == 0:  # no labeled row has m: there is nothing to train a reference on
+            if len(rows):  # no labeled row has m: there is nothing to train a reference on
+                out.append(Member(copy.deepcopy(initial), pool, rows, f"the unimodal reference of {m}: "))
+        return out
+
+    def measure(self, trainer: Trainer, members: list[Member], data: MultimodalDataset) -> dict[str, float]:
+        """``ref_acc/<m>`` and ``ref_repr_acc/<m>`` of the trained references (``members``); NaN for a
+        modality without one."""
+        out = {}
+        trained = {member.label: member for member in members}
+        for i, m in enumerate(data.modalities):
+            member = trained.get(f"the unimodal reference of {m}: ")
+            if member is None:
                 out[per_modality(REF_ACC, m)] = out[per_modality(REF_REPR_ACC, m)] = float("nan")
                 continue
-            try:
-                reference = trainer.fit(copy.deepcopy(initial), pool, rows, seed)
-            except DivergenceError as err:
-                raise DivergenceError(f"the unimodal reference of {m}: {err}") from None
-            train, tested = trainer.predict(reference, pool, rows), trainer.predict(reference, test)
+            test = data.test.with_mask(data.test.mask & (torch.arange(len(data.modalities)) == i).to(data.test.mask))
+            on_test = test.mask[:, i]
+            train, tested = trainer.predict(member.model, member.data, member.rows), trainer.predict(member.model, test)
             y = test.y[on_test]
             out[per_modality(REF_ACC, m)] = (tested.probs[on_test].argmax(1) == y).float().mean().item()
             out[per_modality(REF_REPR_ACC, m)] = linear_probe_accuracy(
-                train.embeddings[i], pool.y[rows], tested.embeddings[i][on_test], y)
+                train.embeddings[i], member.data.y[member.rows], tested.embeddings[i][on_test], y)
         return out
 
     def deficits(self, record: dict[str, float], modalities: tuple[str, ...]) -> dict[str, float]:

@@ -98,13 +98,15 @@ class MultimodalClassifier(nn.Module):
         return frozenset(has)
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> ModelOutput:
+        # Shapes as in the docstrings, or with a leading member dimension K for a stacked model
+        # (mmal.models.stacked): every operation here works on the last dimensions.
         keep = mask.to(next(iter(x.values())).dtype)  # (B, M)
         # Zero the input (whatever a missing row holds) and the embedding (encoder biases make it non-zero).
-        embeddings = [enc(x[m] * per_row(keep[:, i], x[m])) * keep[:, i, None]
+        embeddings = [enc(x[m] * per_row(keep[..., i], x[m])) * keep[..., i, None]
                       for i, (m, enc) in enumerate(zip(self.modalities, self.encoders))]
         fused, logits = self.fusion(embeddings, mask)
         aux = None
         if self.aux_heads is not None:
-            aux = torch.stack([head(e) for head, e in zip(self.aux_heads, embeddings)], dim=1)  # (B, M, C)
+            aux = torch.stack([head(e) for head, e in zip(self.aux_heads, embeddings)], dim=-2)  # (B, M, C)
             aux = aux * keep[..., None]  # a missing modality predicts uniform
         return ModelOutput(logits=logits, fused=fused, embeddings=embeddings, aux_logits=aux)

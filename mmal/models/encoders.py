@@ -40,9 +40,10 @@ class MLPEncoder(nn.Module):
         check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
         self.net = nn.Sequential(mlp(math.prod(in_shape), hidden_dim, out_dim, num_hidden, dropout), nn.ReLU())
         self.out_dim = out_dim
+        self.in_ndim = len(in_shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1))
+        return self.net(x.flatten(-self.in_ndim))  # the per-sample dimensions, whatever leads them
 
 
 class IdentityEncoder(nn.Module):
@@ -51,9 +52,10 @@ class IdentityEncoder(nn.Module):
     def __init__(self, in_shape: tuple[int, ...]):
         super().__init__()
         self.out_dim = math.prod(in_shape)
+        self.in_ndim = len(in_shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1)
+        return x.flatten(-self.in_ndim)
 
 
 class ConvEncoder(nn.Module):

@@ -2,9 +2,10 @@
 
 Every fusion is called as ``fusion(embeddings, mask) -> (fused, logits)`` with ``embeddings`` a list of
 M tensors (B, D_m) whose missing rows the classifier has already zeroed, ``mask`` (B, M) bool, and
-returns the fused representation (B, F) and logits (B, C). A missing modality must contribute
-nothing: fusions that average divide by the number of *present* modalities, concatenating fusions
-append the mask so that a zero block is never mistaken for data.
+returns the fused representation (B, F) and logits (B, C); a stacked model (``mmal.models.stacked``)
+calls it with a leading member dimension on every tensor, so every operation works on the last ones.
+A missing modality must contribute nothing: fusions that average divide by the number of *present*
+modalities, concatenating fusions append the mask so that a zero block is never mistaken for data.
 
 Which interaction structures a fusion can express (docs/design.md, "Models and fusion"): logits that are
 a sum of per-modality terms (``late``, or any fusion with ``head_hidden_layers=0``) cannot represent
@@ -70,7 +71,7 @@ class IntermediateFusion(_HeadFusion):
         super().__init__(sum(dims) + len(dims), num_classes, head_hidden, head_hidden_layers, dropout)
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=1))
+        return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=-1))
 
 
 class EarlyFusion(IntermediateFusion):
@@ -93,9 +94,9 @@ class MeanFusion(_HeadFusion):
         self.reduce = reduce
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
-        total = torch.stack(embeddings, dim=1).sum(1)  # (B, D); missing rows are zero
+        total = torch.stack(embeddings, dim=-2).sum(-2)  # (B, D); missing rows are zero
         if self.reduce == "mean":
-            total = total / mask.sum(1, keepdim=True).clamp_min(1)
+            total = total / mask.sum(-1, keepdim=True).clamp_min(1)
         return self.classify(total)
 
 
@@ -111,12 +112,12 @@ class GatedFusion(_HeadFusion):
         self.last_weights: Tensor | None = None
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
-        scores = torch.cat([gate(e) for gate, e in zip(self.gates, embeddings)], dim=1)  # (B, M)
+        scores = torch.cat([gate(e) for gate, e in zip(self.gates, embeddings)], dim=-1)  # (B, M)
         scores = scores.masked_fill(~mask, float("-inf"))
         # A sample with every modality missing gets all-zero weights instead of NaN.
-        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
         self.last_weights = weights.detach()
-        return self.classify((torch.stack(embeddings, dim=1) * weights[..., None]).sum(1))
+        return self.classify((torch.stack(embeddings, dim=-2) * weights[..., None]).sum(-2))
 
 
 class LateFusion(Fusion):
@@ -135,8 +136,8 @@ class LateFusion(Fusion):
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         keep = mask.to(embeddings[0].dtype)  # (B, M)
-        count = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
-        hidden = [head[:-1](e) * keep[:, i, None] for i, (head, e) in enumerate(zip(self.heads, embeddings))]
-        per_modality = torch.stack([head[-1](h) for head, h in zip(self.heads, hidden)], dim=1)  # (B, M, C)
-        logits = (per_modality * keep[..., None]).sum(1) / count
-        return torch.cat(hidden, dim=1) / count, logits
+        count = keep.sum(-1, keepdim=True).clamp_min(1)  # (B, 1)
+        hidden = [head[:-1](e) * keep[..., i, None] for i, (head, e) in enumerate(zip(self.heads, embeddings))]
+        per_modality = torch.stack([head[-1](h) for head, h in zip(self.heads, hidden)], dim=-2)  # (B, M, C)
+        logits = (per_modality * keep[..., None]).sum(-2) / count
+        return torch.cat(hidden, dim=-1) / count, logits

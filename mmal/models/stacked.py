@@ -1,0 +1,112 @@
+"""K models of one architecture as one module, so that one forward and backward pass trains all of them.
+
+The fused model and its unimodal references (``mmal.metrics.references``) are small MLPs: a training step
+costs dispatch, not arithmetic, and three models cost three times one. ``stack(models)`` builds one module
+whose every ``nn.Linear`` holds the K weight matrices, (K, out, in), and applies them with one batched
+matrix product; every other layer already works on a leading member dimension (the models are written
+that way), and inputs and outputs carry it: x[m] (K, B, D), mask (K, B, M), logits (K, B, C). Dropout draws
+member k's masks from generator k, in the order and with the calls of ``nn.Dropout`` on a single model.
+On one CPU thread every member's forward, gradients and optimizer updates are then bitwise those of the
+model alone (``tests/test_stacked.py``; a batch of 1 or 3 rows may round differently): stacking changes
+speed, not results.
+
+Only the layers below are stacked; a model with any other (a CNN encoder, a user's own module) is not
+``stackable`` and trains alone.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from mmal.models.classifier import MultimodalClassifier
+from mmal.models.encoders import IdentityEncoder, MLPEncoder
+from mmal.models.fusion import EarlyFusion, GatedFusion, IntermediateFusion, LateFusion, MeanFusion
+
+# Modules whose forward works on a leading member dimension, and the leaves that stack replaces.
+CONTAINERS = (nn.Sequential, nn.ModuleList, MultimodalClassifier, MLPEncoder, IdentityEncoder, IntermediateFusion,
+              EarlyFusion, MeanFusion, GatedFusion, LateFusion)
+LEAVES = (nn.Linear, nn.ReLU, nn.Dropout)
+
+
+class StackedLinear(nn.Module):
+    """K linear layers: (K, B, in) -> (K, B, out), with weight (K, out, in) and bias (K, out)."""
+
+    def __init__(self, layers: list[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _StackedLinear.apply(x, self.weight, self.bias)
+
+
+class _StackedLinear(torch.autograd.Function):
+    """x W^T + b per member, with the gradients computed as ``nn.Linear``'s own are, member by member: the
+    weight gradient as grad^T x (autograd's rule for a batched product would compute (x^T grad)^T, whose
+    sums run in another order and differ in the last bit)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight, bias)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        x, weight, bias = ctx.saved_tensors  # under autocast grad may be bf16 while weight is float32
+        grad_x = torch.bmm(grad, weight.to(grad.dtype)) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.bmm(grad.transpose(1, 2), x.to(grad.dtype)).to(weight.dtype)
+        return grad_x, grad_weight, grad.sum(1).to(bias.dtype)
+
+
+class StackedDropout(nn.Module):
+    """Dropout for K members, member k's mask drawn from ``generators[k]`` exactly as ``nn.Dropout`` draws
+    it from the global generator (on CPU: a Bernoulli(1 - p) tensor, divided by 1 - p)."""
+
+    def __init__(self, p: float, generators: list[torch.Generator]):
+        super().__init__()
+        self.p, self.generators = p, generators
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        noise = torch.stack([torch.empty_like(x[k]).bernoulli_(1 - self.p, generator=g)
+                             for k, g in enumerate(self.generators)])
+        return x * noise.div_(1 - self.p)
+
+
+def stackable(model: nn.Module) -> bool:
+    """Whether every module of ``model`` is one ``stack`` handles (module docstring). A linear layer with one
+    output (the gated fusion's gates) is not: its batched product rounds differently from the layer's own."""
+    return all(isinstance(m, LEAVES) if not list(m.children()) else type(m) in CONTAINERS for m in model.modules()) \
+        and all(m.bias is not None and m.out_features > 1 for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def stack(models: list[nn.Module], generators: list[torch.Generator]) -> nn.Module:
+    """One module training ``models`` (same architecture, each ``stackable``) together; member k's dropout
+    draws from ``generators[k]``. The members keep their own weights: ``unstack`` copies the result back."""
+    stacked = copy.deepcopy(models[0])
+    for name, module in models[0].named_modules():
+        if isinstance(module, nn.Linear):
+            _replace(stacked, name, StackedLinear([m.get_submodule(name) for m in models]))
+        elif isinstance(module, nn.Dropout):
+            _replace(stacked, name, StackedDropout(module.p, generators))
+    return stacked
+
+
+def unstack(stacked: nn.Module, models: list[nn.Module]) -> None:
+    """Copy each member's trained weights from ``stacked`` into its model."""
+    with torch.no_grad():
+        for name, module in stacked.named_modules():
+            if isinstance(module, StackedLinear):
+                for k, model in enumerate(models):
+                    layer = model.get_submodule(name)
+                    layer.weight.copy_(module.weight[k])
+                    layer.bias.copy_(module.bias[k])
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent), child, new)
