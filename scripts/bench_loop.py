@@ -1,50 +1,126 @@
-"""Time the phases of one AL run on every device this machine has, with CPU as the baseline.
+"""The cost of one AL run against plain PyTorch, in one run of this script.
 
     python scripts/bench_loop.py [hydra overrides ...]
 
-Prints, per device/precision, the total seconds of train, eval (all 2^M masked test inferences),
-diagnose (probes, Shapley), reference (the unimodal references of the neglect measure) and select, the
-ratio of each to the CPU run, and what the references and the other diagnostics cost as a share of
-training. Overrides apply to every run (e.g. dataset.num_samples=20000 al.query_size=200).
+1. Training throughput. The training work of the default run (11 cycles on 20, 40, ..., 220 labeled rows,
+   the fused model and one unimodal reference per modality each cycle, 100 epochs of batches of 64): mmal's
+   ``Trainer.fit_together`` against a plain PyTorch loop (forward, cross-entropy, backward, AdamW step) that
+   trains the same models one after another, on 1 thread and on 2. Model-steps per second and the ratio.
+2. Start-up: ``python -c "import mmal.train"``, and a whole default run (``python -m mmal.train``) with its
+   phases from ``summary.json`` (train includes the references; reference is their predictions and probes),
+   against the plain 1-thread loop training the fused model alone (the yardstick of issue 16).
+3. On a GPU, the training comparison again with ``trainer.device=cuda``.
+
+Overrides apply to every part (e.g. ``model.aux_heads=true``).
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from mmal.train import run
+import mmal.schema  # noqa: F401  (registers the typed configs)
+from mmal.experiment import prepare
+from mmal.metrics.references import References
+from mmal.training import Member
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ("time/train", "time/eval", "time/diagnose", "time/reference", "time/select")
 
 
-def main(overrides: list[str]) -> None:
-    settings = [("cpu", "32")]
-    if torch.cuda.is_available():
-        settings += [("cuda", "32"), ("cuda", "bf16")]
-    totals = {}
-    for device, precision in settings:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", [*overrides, f"trainer.device={device}", f"trainer.precision={precision}",
-                                     "logger=none"])
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = run(cfg, Path(tmp))
-        totals[(device, precision)] = {p: summary[f"total_{p}"] for p in PHASES} | {"acc": summary["final/acc"]}
+def plain_loop(model: torch.nn.Module, data, rows: torch.Tensor, epochs: int, batch_size: int, seed: int) -> int:
+    """The textbook PyTorch loop; returns its number of steps."""
+    torch.manual_seed(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    order = torch.Generator().manual_seed(seed)
+    steps = 0
+    for _ in range(epochs):
+        for batch in rows[torch.randperm(len(rows), generator=order).to(rows.device)].split(batch_size):
+            out = model({m: v[batch] for m, v in data.x.items()}, data.mask[batch])
+            loss = F.cross_entropy(out.logits, data.y[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return steps
 
-    base = totals[("cpu", "32")]
-    print(f"\n{'device':<12}" + "".join(f"{p:>22}" for p in PHASES) + f"{'ref/train':>11}{'diag/train':>12}"
-          f"{'final acc':>11}")
-    for (device, precision), t in totals.items():
-        cells = "".join(f"{t[p]:>10.3f}s ({base[p] / max(t[p], 1e-9):5.2f}x)" for p in PHASES)
-        share = (t["time/eval"] + t["time/diagnose"]) / t["time/train"]
-        references = t["time/reference"] / t["time/train"]
-        print(f"{device + '/' + precision:<12}{cells}{references:>11.3f}{share:>12.3f}{t['acc']:>11.4f}")
-    print("(ratios: CPU time / this time, higher is faster)")
+
+def training(overrides: list[str], device: str, threads: int) -> dict[str, float]:
+    """Seconds of mmal's training work of a default run and of the plain loop doing the same model-steps."""
+    torch.set_num_threads(threads)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", [*overrides, f"trainer.device={device}", "logger=none"])
+    exp = prepare(cfg)
+    data, trainer, protocol = exp.data.to(exp.trainer.device), exp.trainer, exp.protocol
+    torch.manual_seed(0)
+    initial = exp.build_model().to(trainer.device)
+    sizes = [protocol.initial_size + c * protocol.query_size for c in range(protocol.cycles + 1)]
+    jobs = []  # (model, data, rows) per cycle: the fused model and its references
+    for n in sizes:
+        rows = torch.arange(n, device=trainer.device)
+        jobs.append([Member(copy.deepcopy(initial), data.pool, rows), *References().members(initial, data, rows)])
+    plain_loop(copy.deepcopy(initial), data.pool, jobs[0][0].rows, 1, trainer.batch_size, 0)  # warm-up
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    for cycle in copy.deepcopy(jobs):
+        plain_loop(cycle[0].model, cycle[0].data, cycle[0].rows, trainer.epochs, trainer.batch_size, 0)
+    sync()
+    plain_fused = time.perf_counter() - start  # the issue's yardstick: the fused model's steps alone
+    start = time.perf_counter()
+    model_steps = sum(plain_loop(m.model, m.data, m.rows, trainer.epochs, trainer.batch_size, 0)
+                      for cycle in copy.deepcopy(jobs) for m in cycle)
+    sync()
+    plain = time.perf_counter() - start
+    start = time.perf_counter()
+    for cycle in jobs:
+        trainer.fit_together(cycle, 0)
+    sync()
+    return {"mmal": time.perf_counter() - start, "plain": plain, "model_steps": model_steps,
+            "plain_fused": plain_fused}
+
+
+def whole_run(overrides: list[str]) -> tuple[float, float, dict[str, float]]:
+    """Seconds to import mmal.train, seconds of a whole default run, and the run's phase totals."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import mmal.train"], check=True)
+    imports = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mmal.train", *overrides, f"hydra.run.dir={run_dir}"], check=True,
+                       capture_output=True)
+        wall = time.perf_counter() - start
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    return imports, wall, {p: summary[f"total_{p}"] for p in PHASES}
+
+
+def main(overrides: list[str]) -> None:
+    print(f"torch {torch.__version__}; overrides {overrides or 'none'}", flush=True)
+    settings = [("cpu", 1), ("cpu", 2)] + ([("cuda", 1)] if torch.cuda.is_available() else [])
+    yardstick = None
+    print("\n| device | threads | plain loop (s) | mmal (s) | model-steps | plain steps/s | mmal steps/s | "
+          "mmal / plain |\n|---|---|---|---|---|---|---|---|")
+    for device, threads in settings:
+        t = training(overrides, device, threads)
+        print(f"| {device} | {threads} | {t['plain']:.2f} | {t['mmal']:.2f} | {t['model_steps']:,} | "
+              f"{t['model_steps'] / t['plain']:.0f} | {t['model_steps'] / t['mmal']:.0f} | "
+              f"{t['plain'] / t['mmal']:.2f} |", flush=True)
+        yardstick = yardstick or t["plain_fused"]  # CPU, 1 thread
+    for logger in ("none", "wandb"):
+        imports, wall, phases = whole_run([*overrides, f"logger={logger}"])
+        rest = wall - sum(phases.values())
+        print(f"\nlogger={logger}: import mmal.train {imports:.2f} s; whole default run {wall:.2f} s = "
+              + ", ".join(f"{p.split('/')[1]} {v:.2f}" for p, v in phases.items()) + f", the rest {rest:.2f}; "
+              f"{wall / yardstick:.2f}x the plain 1-thread loop of the fused model alone ({yardstick:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ class StackedDropout(nn.Module):
 def stackable(model: nn.Module) -> bool:
     """Whether every module of ``model`` is one ``stack`` handles (module docstring). A linear layer with one
     output (the gated fusion's gates) is not: its batched product rounds differently from the layer's own."""
-    return all(isinstance(m, LEAVES) if not list(m.children()) else type(m) in CONTAINERS for m in model.modules()) \
+    return all(type(m) in LEAVES or type(m) in CONTAINERS for m in model.modules()) \
         and all(m.bias is not None and m.out_features > 1 for m in model.modules() if isinstance(m, nn.Linear))
 
 
