@@ -10,7 +10,8 @@ On one CPU thread every member's forward, gradients and optimizer updates are th
 model alone (``tests/test_stacked.py``; a batch of 1 or 3 rows may round differently): stacking changes
 speed, not results.
 
-Only the layers below are stacked; a model with any other (a CNN encoder, a user's own module) is not
+Only the layers below are stacked; a model with any other (a CNN encoder, a user's own module) or with a
+one-output linear layer (the gated fusion's gates, whose batched product rounds differently) is not
 ``stackable`` and trains alone.
 """
 
