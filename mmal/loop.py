@@ -90,9 +90,9 @@ def run_active_learning(
         start = time.perf_counter()
         rows = labeled.nonzero().squeeze(1)
         train_seed = derive_seed(seed, "train", cycle)
-        unimodal = references.members(initial, data, rows) if references.due(cycle, cycles) else []
+        unimodal = references.members(initial, data, rows) if references.due(cycle, cycles) else {}
         with _naming_cycle(cycle):
-            trainer.fit_together([Member(model, data.pool, rows), *unimodal], train_seed)
+            trainer.fit_together([Member(model, data.pool, rows), *unimodal.values()], train_seed)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
 

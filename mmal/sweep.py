@@ -10,7 +10,7 @@ own data can show (a split with one class for one seed) is still checked when th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,26 +20,26 @@ from mmal.errors import ConfigError
 from mmal.experiment import build_components, build_data, model_builder
 
 
-def check_jobs(jobs: Iterable[tuple[str, DictConfig, Path]]) -> list[str]:
-    """``label: error`` for each job (label, config, run directory) that mmal would refuse; [] when all pass."""
+def check_jobs(jobs: Iterable[tuple[Hashable, DictConfig, Path]]) -> dict[Hashable, ConfigError]:
+    """The error of each job (key, config, run directory) that mmal would refuse, by key; {} when all pass."""
     sizes: dict[str, tuple | ConfigError] = {}  # dataset config without its seed -> data sizes, or its error
-    errors = []
-    for label, cfg, run_dir in jobs:
+    errors = {}
+    for key, cfg, run_dir in jobs:
         try:
             parts = build_components(cfg)
-            key = _data_key(cfg)
-            if key not in sizes:
+            data_key = _data_key(cfg)
+            if data_key not in sizes:
                 try:
                     data = build_data(cfg, parts.pitfall)
-                    sizes[key] = (len(data.pool), data.shapes, data.num_classes)
+                    sizes[data_key] = (len(data.pool), data.shapes, data.num_classes)
                 except ConfigError as err:
-                    sizes[key] = err
-            if isinstance(sizes[key], ConfigError):
-                raise sizes[key]
-            model_builder(cfg, parts, *sizes[key])
+                    sizes[data_key] = err
+            if isinstance(sizes[data_key], ConfigError):
+                raise sizes[data_key]
+            model_builder(cfg, parts, *sizes[data_key])
             resumable_state(run_dir, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         except ConfigError as err:
-            errors.append(f"{label}: {err}")
+            errors[key] = err
     return errors
 
 

@@ -175,12 +175,15 @@ class Trainer:
     def _groups(self, members: Sequence[Member]) -> list[list[Member]]:
         """Members that train as one stacked model: same rows, same architecture, every one stackable (and a
         trainer that allows it); every other member alone. The first member's group comes first."""
+        def architecture(member: Member) -> list[tuple[str, torch.Size]] | None:
+            """What must match to stack; None for a model that cannot."""
+            return [(n, p.shape) for n, p in member.model.named_parameters()] if stackable(member.model) else None
+
         groups: list[list[Member]] = []
         for member in members:
-            shape = [(n, p.shape) for n, p in member.model.named_parameters()]
-            group = next((g for g in groups if self._stacks() and stackable(member.model) and stackable(g[0].model)
-                          and torch.equal(g[0].rows, member.rows) and g[0].data.x.keys() == member.data.x.keys()
-                          and [(n, p.shape) for n, p in g[0].model.named_parameters()] == shape), None)
+            shape = architecture(member) if self._stacks() else None
+            group = next((g for g in groups if shape is not None and architecture(g[0]) == shape
+                          and torch.equal(g[0].rows, member.rows)), None)
             if group is None:
                 groups.append([member])
             else:

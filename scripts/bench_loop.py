@@ -68,7 +68,8 @@ def training(overrides: list[str], device: str, threads: int) -> dict[str, float
     jobs = []  # (model, data, rows) per cycle: the fused model and its references
     for n in sizes:
         rows = torch.arange(n, device=trainer.device)
-        jobs.append([Member(copy.deepcopy(initial), data.pool, rows), *References().members(initial, data, rows)])
+        references = References().members(initial, data, rows)
+        jobs.append([Member(copy.deepcopy(initial), data.pool, rows), *references.values()])
     plain_loop(copy.deepcopy(initial), data.pool, jobs[0][0].rows, 1, trainer.batch_size, 0)  # warm-up
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     start = time.perf_counter()

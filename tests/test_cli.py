@@ -240,11 +240,13 @@ def test_a_sweep_with_bad_jobs_starts_none_and_lists_every_bad_one(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "sweep refused, no job started: 5 of 6 jobs have config errors" in output
+    lines = {int(line.split()[1]): line for line in output.splitlines() if line.startswith("  job ")}
+    assert sorted(lines) == [0, 1, 3, 4, 5]  # job 2 (5 epochs, 1 cycle) is the good one
     for job, error in [(0, "trainer.epochs=0: an integer >= 1"), (1, "trainer.epochs=0: an integer >= 1"),
                        (3, "al.cycles=500: budget 20 + 500 x 10 = 5020 exceeds the pool (300); at most 28 cycles"),
                        (4, "trainer.epochs=-1: an integer >= 1"), (5, "trainer.epochs=-1: an integer >= 1")]:
-        assert f"job {job} (trainer.epochs=" in output and error in output
-    assert "job 2 (" not in output and "Traceback" not in output
+        assert lines[job].startswith(f"  job {job} (trainer.epochs=") and lines[job].endswith(f"): {error}")
+    assert "Traceback" not in output
     assert [p.name for p in tmp_path.iterdir()] == ["multirun.yaml"]  # Hydra's record of the sweep; no job ran
 
 

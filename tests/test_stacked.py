@@ -64,7 +64,7 @@ def test_the_fused_model_and_its_references_train_together_bitwise_as_alone(over
     data, trainer = exp.data, exp.trainer
     rows = torch.arange(90)  # batches of 16 and a last one of 10
     together = [Member(copy.deepcopy(initial), data.pool, rows),
-                *References().members(initial, data, rows)]
+                *References().members(initial, data, rows).values()]
     alone = [Member(copy.deepcopy(initial), m.data, m.rows) for m in together]
     assert stackable(initial) and len(trainer._groups(together)) == 1  # one stack of three
 
@@ -88,7 +88,8 @@ def test_members_on_other_rows_or_models_that_do_not_stack_train_alone_with_the_
     exp, initial = _experiment("pitfall=missing_modality")
     data, trainer = exp.data, exp.trainer
     rows = torch.arange(120)
-    members = [Member(copy.deepcopy(initial), data.pool, rows), *References().members(initial, data, rows)]
+    references = References().members(initial, data, rows)
+    members = [Member(copy.deepcopy(initial), data.pool, rows), *references.values()]
     sizes = [len(m.rows) for m in members]
     assert sizes[0] == sizes[1] > sizes[2]  # b is missing from some labeled rows: its reference has fewer
     groups = trainer._groups(members)

@@ -31,13 +31,12 @@ class CheckedSweeper(BasicSweeper):
         from mmal.sweep import check_jobs  # here, not at the top: Hydra imports every plugin module at start-up
 
         loader = self.hydra_context.config_loader
-        errors, jobs = [], []
+        errors, jobs = {}, []  # job number -> error message; the jobs that compose
         for num, overrides in enumerate(batch, start=self._next_job):
-            label = f"job {num} ({' '.join(overrides)})"
             try:
                 config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             except (HydraException, OmegaConfBaseException) as err:  # a wrong type, an unknown option
-                errors.append(f"{label}: {str(err).strip().splitlines()[0]}")
+                errors[num] = str(err).strip().splitlines()[0]
                 continue
             with open_dict(config):
                 config.hydra.job.num = num
@@ -45,15 +44,12 @@ class CheckedSweeper(BasicSweeper):
             task = copy.deepcopy(config)
             with read_write(task), open_dict(task):
                 del task["hydra"]
-            jobs.append((label, task, run_dir))
-        errors += check_jobs(jobs)
+            jobs.append((num, task, run_dir))
+        errors |= check_jobs(jobs)
         if errors:
+            lines = [f"job {num} ({' '.join(batch[num - self._next_job])}): {errors[num]}" for num in sorted(errors)]
             log.error("sweep refused, no job started: %d of %d jobs have config errors\n  %s",
-                      len(errors), len(batch), "\n  ".join(sorted(errors, key=_job_number)))
+                      len(errors), len(batch), "\n  ".join(lines))
             sys.exit(2)
         self._next_job += len(batch)
-
-
-def _job_number(line: str) -> int:
-    return int(line.split()[1])
 

@@ -85,28 +85,27 @@ class References:
         """Whether cycle ``cycle`` of ``cycles`` trains references."""
         return self.every > 0 and (cycle % self.every == 0 or cycle == cycles)
 
-    def members(self, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor) -> list[Member]:
-        """One training ``Member`` per modality that some labeled row has: a copy of ``initial`` (the fused
-        model's initial weights) on the pool rows ``labeled`` that have the modality, every other modality
-        masked. Train them with the fused model (``Trainer.fit_together``, same training seed), then
-        ``measure``."""
-        out = []
+    def members(self, initial: MultimodalClassifier, data: MultimodalDataset, labeled: Tensor) -> dict[str, Member]:
+        """Modality -> its reference as a training ``Member``, for each modality that some labeled row has: a
+        copy of ``initial`` (the fused model's initial weights) on the pool rows ``labeled`` that have the
+        modality, every other modality masked. Train them with the fused model (``Trainer.fit_together``,
+        same training seed), then ``measure``."""
+        out = {}
         for i, m in enumerate(data.modalities):
             only = torch.zeros_like(data.pool.mask)
             only[:, i] = True
             pool = data.pool.with_mask(data.pool.mask & only)
             rows = labeled[pool.mask[labeled, i]]
             if len(rows):  # no labeled row has m: there is nothing to train a reference on
-                out.append(Member(copy.deepcopy(initial), pool, rows, f"the unimodal reference of {m}: "))
+                out[m] = Member(copy.deepcopy(initial), pool, rows, f"the unimodal reference of {m}: ")
         return out
 
-    def measure(self, trainer: Trainer, members: list[Member], data: MultimodalDataset) -> dict[str, float]:
+    def measure(self, trainer: Trainer, members: dict[str, Member], data: MultimodalDataset) -> dict[str, float]:
         """``ref_acc/<m>`` and ``ref_repr_acc/<m>`` of the trained references (``members``); NaN for a
         modality without one."""
         out = {}
-        trained = {member.label: member for member in members}
         for i, m in enumerate(data.modalities):
-            member = trained.get(f"the unimodal reference of {m}: ")
+            member = members.get(m)
             if member is None:
                 out[per_modality(REF_ACC, m)] = out[per_modality(REF_REPR_ACC, m)] = float("nan")
                 continue
