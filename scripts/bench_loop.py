@@ -9,7 +9,11 @@
 2. Start-up: ``python -c "import mmal.train"``, and a whole default run (``python -m mmal.train``) with its
    phases from ``summary.json`` (train includes the references; reference is their predictions and probes),
    against the plain 1-thread loop training the fused model alone (the yardstick of issue 16).
-3. On a GPU, the training comparison again with ``trainer.device=cuda``.
+3. The floor: the same training's batched products and dropout draws alone (the shapes and batches of the
+   stacked model, timed op by op on this machine), what no implementation that keeps the arithmetic, the
+   float32 precision and each member's own dropout stream can go below; and mmal with a fused AdamW
+   (``+trainer.optimizer.fused=true trainer.optimizer.foreach=null``: one kernel per step, other rounding).
+4. On a GPU, the training comparison again with ``trainer.device=cuda``.
 
 Overrides apply to every part (e.g. ``model.aux_heads=true``).
 """
@@ -22,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,6 +61,62 @@ def plain_loop(model: torch.nn.Module, data, rows: torch.Tensor, epochs: int, ba
     return steps
 
 
+def floor(model: torch.nn.Module, sizes: list[int], epochs: int, batch_size: int, members: int) -> dict[str, float]:
+    """Seconds of the batched products (forward, input and weight gradients) and of the dropout draws of
+    ``members`` stacked copies of ``model`` trained on ``sizes`` rows per cycle, timed per batch size; and the
+    products' GFLOP."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    takes_data = {next(n for n, _ in linears if n.startswith(f"encoders.{i}.")) for i in range(len(model.encoders))}
+    drops = _dropout_widths(model)
+    batches: dict[int, int] = {}
+    for n in sizes:
+        for b in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
+            batches[b] = batches.get(b, 0) + epochs
+
+    def products(b: int) -> Callable[[], None]:
+        """The step's products at batch size b, on tensors made beforehand."""
+        ops = []
+        for name, layer in linears:
+            x = torch.randn(members, b, layer.in_features)
+            w = torch.randn(members, layer.out_features, layer.in_features)
+            g = torch.randn(members, b, layer.out_features)
+            bias = torch.zeros(members, 1, layer.out_features)
+            ops += [partial(torch.baddbmm, bias, x, w.transpose(1, 2)), partial(torch.bmm, g.transpose(1, 2), x)]
+            if name not in takes_data:
+                ops.append(partial(torch.bmm, g, w))
+        return lambda: [op() for op in ops]
+
+    def draws(b: int) -> Callable[[], None]:
+        """The step's dropout masks at batch size b, one generator per member, as ``StackedDropout`` draws."""
+        gens = [torch.Generator().manual_seed(k) for k in range(members)]
+        xs = [(p, torch.randn(b, width)) for p, width in drops]
+        return lambda: [x * torch.empty_like(x).bernoulli_(1 - p, generator=g).div_(1 - p) for p, x in xs for g in gens]
+
+    seconds = {"products": 0.0, "draws": 0.0}
+    for b, count in batches.items():
+        for part, make in (("products", products), ("draws", draws)):
+            fn = make(b)
+            fn()  # warm-up
+            start = time.perf_counter()
+            for _ in range(20):
+                fn()
+            seconds[part] += (time.perf_counter() - start) / 20 * count
+    flops = sum(count * members * 2 * b * layer.in_features * layer.out_features * (2 if name in takes_data else 3)
+                for b, count in batches.items() for name, layer in linears)
+    return seconds | {"gflop": flops / 1e9}
+
+
+def _dropout_widths(model: torch.nn.Module) -> list[tuple[float, int]]:
+    """(p, width) of every active dropout layer: its width is that of the linear layer before it."""
+    widths, last = [], None
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            last = module.out_features
+        elif isinstance(module, torch.nn.Dropout) and module.p > 0:
+            widths.append((module.p, last))
+    return widths
+
+
 def training(overrides: list[str], device: str, threads: int) -> dict[str, float]:
     """Seconds of mmal's training work of a default run and of the plain loop doing the same model-steps."""
     torch.set_num_threads(threads)
@@ -82,12 +144,16 @@ def training(overrides: list[str], device: str, threads: int) -> dict[str, float
                       for cycle in copy.deepcopy(jobs) for m in cycle)
     sync()
     plain = time.perf_counter() - start
-    start = time.perf_counter()
-    for cycle in jobs:
-        trainer.fit_together(cycle, 0)
-    sync()
-    return {"mmal": time.perf_counter() - start, "plain": plain, "model_steps": model_steps,
-            "plain_fused": plain_fused}
+    seconds = {}
+    for name, optimizer in (("mmal", trainer.optimizer), ("fused", partial(torch.optim.AdamW, fused=True))):
+        trainer.optimizer = optimizer
+        start = time.perf_counter()
+        for cycle in copy.deepcopy(jobs):
+            trainer.fit_together(cycle, 0)
+        sync()
+        seconds[name] = time.perf_counter() - start
+    floor_parts = floor(initial, sizes, trainer.epochs, trainer.batch_size, len(jobs[0])) if device == "cpu" else {}
+    return seconds | floor_parts | {"plain": plain, "model_steps": model_steps, "plain_fused": plain_fused}
 
 
 def whole_run(overrides: list[str]) -> tuple[float, float, dict[str, float]]:
@@ -108,14 +174,23 @@ def main(overrides: list[str]) -> None:
     print(f"torch {torch.__version__}; overrides {overrides or 'none'}", flush=True)
     settings = [("cpu", 1), ("cpu", 2)] + ([("cuda", 1)] if torch.cuda.is_available() else [])
     yardstick = None
-    print("\n| device | threads | plain loop (s) | mmal (s) | model-steps | plain steps/s | mmal steps/s | "
-          "mmal / plain |\n|---|---|---|---|---|---|---|---|")
+    print("\n| device | threads | plain loop (s) | mmal (s) | mmal, fused AdamW (s) | model-steps | plain steps/s | "
+          "mmal steps/s | mmal / plain | fused / plain |\n|---|---|---|---|---|---|---|---|---|---|")
+    floors = []
     for device, threads in settings:
         t = training(overrides, device, threads)
-        print(f"| {device} | {threads} | {t['plain']:.2f} | {t['mmal']:.2f} | {t['model_steps']:,} | "
+        print(f"| {device} | {threads} | {t['plain']:.2f} | {t['mmal']:.2f} | {t['fused']:.2f} | {t['model_steps']:,} | "
               f"{t['model_steps'] / t['plain']:.0f} | {t['model_steps'] / t['mmal']:.0f} | "
-              f"{t['plain'] / t['mmal']:.2f} |", flush=True)
+              f"{t['plain'] / t['mmal']:.2f} | {t['plain'] / t['fused']:.2f} |", flush=True)
         yardstick = yardstick or t["plain_fused"]  # CPU, 1 thread
+        if "products" in t:
+            floors.append((threads, t))
+    for threads, t in floors:
+        low = t["products"] + t["draws"]
+        print(f"\nfloor, cpu, {threads} thread(s): batched products {t['products']:.2f} s ({t['gflop']:.0f} GFLOP, "
+              f"{t['gflop'] / t['products']:.0f} GFLOP/s) + dropout draws {t['draws']:.2f} s = {low:.2f} s; "
+              f"mmal {t['mmal'] / low:.2f}x the floor, fused AdamW {t['fused'] / low:.2f}x; at the floor, "
+              f"{t['model_steps'] / low:.0f} steps/s = {t['plain'] / low:.2f}x the plain loop")
     for logger in ("none", "wandb"):
         imports, wall, phases = whole_run([*overrides, f"logger={logger}"])
         rest = wall - sum(phases.values())
