@@ -17,6 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mmal.balance import BalanceMethod
 from mmal.config import check_budget, check_optimized_metric, check_splits, check_strategy
 from mmal.data import MultimodalDataset
 from mmal.data.pitfall import Pitfall
@@ -29,8 +30,8 @@ from mmal.query import QueryStrategy
 from mmal.training import Trainer
 
 # Every top-level key of conf/config.yaml: the config groups, the seed and the metric a sweeper optimises.
-TOP_LEVEL = ("dataset", "pitfall", "model", "fusion", "query", "al", "trainer", "diagnostics", "logger", "seed",
-             "optimized_metric")
+TOP_LEVEL = ("dataset", "pitfall", "model", "fusion", "query", "al", "trainer", "balance", "diagnostics", "logger",
+             "seed", "optimized_metric")
 
 
 def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -86,6 +87,7 @@ class Experiment:
     protocol: ALProtocol
     references: References
     sink: Sink
+    balance: BalanceMethod | None = None
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Components:
     references: References
     strategy: QueryStrategy
     sink: Sink
+    balance: BalanceMethod | None
 
 
 def prepare(cfg: DictConfig) -> Experiment:
@@ -107,7 +110,8 @@ def prepare(cfg: DictConfig) -> Experiment:
     parts = build_components(cfg)
     data = build_data(cfg, parts.pitfall)
     build_model = model_builder(cfg, parts, len(data.pool), data.shapes, data.num_classes)
-    return Experiment(data, build_model, parts.trainer, parts.strategy, parts.protocol, parts.references, parts.sink)
+    return Experiment(data, build_model, parts.trainer, parts.strategy, parts.protocol, parts.references, parts.sink,
+                      parts.balance)
 
 
 def build_components(cfg: DictConfig) -> Components:
@@ -120,7 +124,18 @@ def build_components(cfg: DictConfig) -> Components:
     check_keys(cfg.al, "al", ALProtocol)
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))
     return Components(pitfall, protocol, build(cfg, "trainer"), build(cfg, "diagnostics"),
-                      build(cfg, "query", _convert_="all"), build(cfg, "logger"))
+                      build(cfg, "query", _convert_="all"), build(cfg, "logger"), build_balance(cfg))
+
+
+def build_balance(cfg: DictConfig) -> BalanceMethod | None:
+    """The balancing method of ``balance=<name>``; None for plain training (``balance=none``, or a method that
+    only sets other groups' keys, as ``modality_dropout`` sets ``trainer.modality_dropout``)."""
+    if not cfg.get("balance"):
+        return None
+    method = build(cfg, "balance")
+    if not isinstance(method, BalanceMethod):
+        raise ConfigError("balance._target_", cfg.balance.get("_target_"), "a mmal.balance.BalanceMethod")
+    return method
 
 
 def build_data(cfg: DictConfig, pitfall: Pitfall) -> MultimodalDataset:
@@ -137,5 +152,8 @@ def model_builder(cfg: DictConfig, parts: Components, pool_size: int, shapes: di
     check_budget(parts.protocol, pool_size)
     build_model = functools.partial(build(cfg, "model", _convert_="all"), shapes=shapes, num_classes=num_classes,
                                     fusion=build(cfg, "fusion", _convert_="all"))
-    check_strategy(cfg, parts.strategy, build_model())
+    model = build_model()
+    check_strategy(cfg, parts.strategy, model)
+    if parts.balance:
+        parts.balance.check(model)
     return build_model

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmal.balance import BalanceMethod
 from mmal.checkpoint import save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
@@ -54,6 +55,7 @@ def run_active_learning(
     protocol: ALProtocol,
     seed: int,
     references: References | None = None,
+    balance: BalanceMethod | None = None,
     resume: dict[str, Any] | None = None,
     fingerprint: str = "",
 ) -> dict[str, Any]:
@@ -65,7 +67,8 @@ def run_active_learning(
     complete cycle. Every cycle's randomness derives from the seed and the cycle number, so a resumed run
     gives the same results as an uninterrupted one. ``references`` (default ``References()``: every cycle)
     trains the unimodal references that the neglect measure compares the fused model with, from the same
-    initial weights, labeled rows and training seed.
+    initial weights, labeled rows and training seed. ``balance`` (``mmal.balance``) trains the fused model
+    only, never its references; its state over each cycle's training is logged with the cycle.
     """
     references = References() if references is None else references
     initial_size, query_size, cycles = protocol.initial_size, protocol.query_size, protocol.cycles
@@ -92,9 +95,12 @@ def run_active_learning(
         train_seed = derive_seed(seed, "train", cycle)
         unimodal = references.members(initial, data, rows) if references.due(cycle, cycles) else {}
         with _naming_cycle(cycle):
-            trainer.fit_together([Member(model, data.pool, rows), *unimodal.values()], train_seed)
+            fused = Member(model, data.pool, rows, hooks=(balance,) if balance else ())
+            trainer.fit_together([fused, *unimodal.values()], train_seed)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
+        if balance:
+            record.update({names.BALANCE_PREFIX + key: value for key, value in balance.state().items()})
 
         # Evaluate on the fixed test set under every modality subset, then the modality diagnostics.
         start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The PNG figures each run writes: the learning curve and the modality-imbalance curves."""
+"""The PNG figures each run writes: the learning curve, the modality-imbalance curves, and with a balancing
+method its own state per cycle."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from mmal.metrics.names import (
     ACC,
+    BALANCE_PREFIX,
     BAYES_ACC,
     BAYES_ACC_ALL,
     CHANCE,
@@ -49,7 +51,8 @@ def _pyplot() -> Any:
 
 
 def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], run_dir: Path) -> list[Path]:
-    """Write ``learning_curve.png`` and ``modality_imbalance.png`` into ``run_dir``; returns their paths."""
+    """Write ``learning_curve.png`` and ``modality_imbalance.png`` into ``run_dir``, and ``balance.png`` for a
+    run with a balancing method; returns their paths."""
     plt = _pyplot()
     x = [r[N_LABELED] for r in records]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -102,4 +105,26 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     paths.append(Path(run_dir) / "modality_imbalance.png")
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
+    if any(key.startswith(BALANCE_PREFIX) for key in records[0]):
+        paths.append(_balance_plot(plt, records, Path(run_dir) / "balance.png"))
     return paths
+
+
+def _balance_plot(plt: Any, records: list[dict[str, Any]], path: Path) -> Path:
+    """One panel per quantity of the balancing method's state (``balance/<quantity>/<modality>``), one line
+    per modality."""
+    keys = [k for k in records[0] if k.startswith(BALANCE_PREFIX)]
+    quantities = sorted({k.removeprefix(BALANCE_PREFIX).rpartition("/")[0] for k in keys})
+    fig, axes = plt.subplots(1, len(quantities), figsize=(5.5 * len(quantities), 4), squeeze=False)
+    for ax, quantity in zip(axes[0], quantities):
+        for key in keys:
+            if key.removeprefix(BALANCE_PREFIX).rpartition("/")[0] == quantity:
+                _curve(ax, records, key, marker="o", label=key.rpartition("/")[2])
+        ax.set(xlabel="labeled samples", ylabel=quantity, title=f"{quantity}, mean over the cycle's training")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("The balancing method's state per AL cycle")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

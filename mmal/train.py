@@ -52,8 +52,8 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
         try:
             run_log = RunLog(run_dir, exp.sink, records=resume["records"] if resume else [])
             return run_active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log, exp.protocol,
-                                       seed=cfg.seed, references=exp.references, resume=resume,
-                                       fingerprint=fingerprint(config))
+                                       seed=cfg.seed, references=exp.references, balance=exp.balance,
+                                       resume=resume, fingerprint=fingerprint(config))
         except BaseException:
             exp.sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
             raise

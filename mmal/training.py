@@ -33,12 +33,14 @@ class DivergenceError(RuntimeError):
 @dataclass
 class Member:
     """One model for ``Trainer.fit_together``: trained on rows ``rows`` of ``data`` (on the device); ``label``
-    (e.g. "the unimodal reference of a: ") starts its error messages."""
+    (e.g. "the unimodal reference of a: ") starts its error messages; ``hooks`` are applied to this model
+    only, after the trainer's own (the fused model's balancing method, ``mmal.balance``)."""
 
     model: MultimodalClassifier
     data: MultimodalData
     rows: Tensor
     label: str = ""
+    hooks: Sequence[TrainingHook] = ()
 
 
 @dataclass
@@ -173,15 +175,18 @@ class Trainer:
                 and all(hook.stackable for hook in self.hooks))
 
     def _groups(self, members: Sequence[Member]) -> list[list[Member]]:
-        """Members that train as one stacked model: same rows, same architecture, every one stackable (and a
-        trainer that allows it); every other member alone. The first member's group comes first."""
+        """Members that train as one stacked model: same rows, same architecture, every one stackable, none
+        with hooks of its own (and a trainer that allows it); every other member alone. The first member's
+        group comes first."""
         def architecture(member: Member) -> list[tuple[str, torch.Size]] | None:
-            """What must match to stack; None for a model that cannot."""
-            return [(n, p.shape) for n, p in member.model.named_parameters()] if stackable(member.model) else None
+            """What must match to stack; None for a member that trains alone."""
+            if not (self._stacks() and stackable(member.model)) or member.hooks:
+                return None
+            return [(n, p.shape) for n, p in member.model.named_parameters()]
 
         groups: list[list[Member]] = []
         for member in members:
-            shape = architecture(member) if self._stacks() else None
+            shape = architecture(member)
             group = next((g for g in groups if shape is not None and architecture(g[0]) == shape
                           and torch.equal(g[0].rows, member.rows)), None)
             if group is None:
@@ -237,6 +242,7 @@ class Trainer:
     def _fit_alone(self, member: Member, seed: int) -> dict[int, tuple]:
         """The training loop for one model (a model or trainer that does not stack, ``fit_together``)."""
         model, data, idx = member.model, member.data, member.rows
+        hooks = [*self.hooks, *member.hooks]
         torch.manual_seed(seed)  # dropout draws from the global generator
         order = torch.Generator().manual_seed(seed)
         drop = torch.Generator().manual_seed(derive_seed(seed, "modality_dropout"))
@@ -244,7 +250,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
         idx = idx.to(self.device)
         steps_per_epoch = -(-len(idx) // self.batch_size)
-        for hook in self.hooks:
+        for hook in hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
         step = 0
         for _ in range(self.epochs):
@@ -257,14 +263,14 @@ class Trainer:
                 with self._autocast():
                     out = model(batch.x, batch.mask)
                     loss = F.cross_entropy(out.logits.float(), batch.y)
-                    for hook in self.hooks:
+                    for hook in hooks:
                         term = hook.loss(model, out, batch)
                         if term is not None:
                             loss = loss + term
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)  # hooks see the true gradients (a no-op unless precision=16)
-                for hook in self.hooks:
+                for hook in hooks:
                     hook.after_backward(model, out, batch)
                 scaler.step(opt)
                 scaler.update()

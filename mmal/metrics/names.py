@@ -43,6 +43,9 @@ GAP_NEGLECT = "gap/neglect"
 GAP_NEGLECT_REPR = "gap/neglect_repr"
 GAP_SHAPLEY = "gap/shapley"
 
+# A balancing method's own state over a cycle's training (mmal.balance), e.g. "balance/ogm_coeff/a".
+BALANCE_PREFIX = "balance/"
+
 # Seconds each phase of a cycle took (the summary holds their sums, TOTAL_PREFIX + key).
 TIME_PREFIX = "time/"
 TIME_TRAIN = "time/train"

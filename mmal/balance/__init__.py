@@ -1,0 +1,11 @@
+"""Training-side balancing methods for the fused model: what ``conf/balance`` configures (docs/balance.md).
+
+Each method is a ``BalanceMethod`` (a ``mmal.hooks.TrainingHook``) that the trainer applies to the fused
+model only, never to its unimodal references: a reference measures what a modality gives when trained
+alone with plain cross-entropy, the yardstick the neglect measure compares the balanced model with.
+"""
+
+from mmal.balance.base import BalanceMethod, modality_logits
+from mmal.balance.ogm_ge import OGMGE
+
+__all__ = ["OGMGE", "BalanceMethod", "modality_logits"]
