@@ -171,3 +171,13 @@ def test_an_error_inside_wandb_warns_once_closes_the_wandb_run_and_the_run_carri
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     wb = read_wandb_run(tmp_path)
     assert wb["history"] == [] and wb["exit_code"] == 1  # closed as failed, not left open
+
+
+def test_a_balancing_methods_state_reaches_wandb_as_curves_and_its_plot(tmp_path):
+    run(compose_config([*WANDB, "balance=ogm_ge"]), tmp_path)
+    wb = read_wandb_run(tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    for row, record in zip(wb["history"], records):
+        for key in ("balance/ogm_coeff/a", "balance/ogm_ratio/b"):
+            assert row[key] == record[key], key
+    assert wb["history"][-1]["plots/balance._type"] == "image-file"

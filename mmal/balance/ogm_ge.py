@@ -57,9 +57,9 @@ class OGMGE(BalanceMethod):
     name = "ogm_ge"
 
     def __init__(self, alpha: float = 0.3, start: float = 0.0, end: float = 0.5, enhance: bool = True):
-        self.alpha = check_number("alpha", alpha, 0)
-        self.start_frac = check_number("start", start, 0, below=1)
-        self.end_frac = check_number("end", end, start)
+        self.alpha = check_number("balance.alpha", alpha, 0)
+        self.start_frac = check_number("balance.start", start, 0, below=1)
+        self.end_frac = check_number("balance.end", end, start)
         self.enhance = bool(enhance)
         self._modalities: tuple[str, ...] = ()
         self._weights: list[list[nn.Parameter]] = []

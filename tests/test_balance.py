@@ -1,0 +1,210 @@
+"""Balancing methods (mmal.balance): each rule against its formula on hand-built batches, the window and the
+missing-modality cases, the fused model as the only one balanced, and the configuration refusals."""
+
+from __future__ import annotations
+
+import copy
+import math
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, compose_config
+
+from mmal.balance import OGMGE, modality_logits
+from mmal.errors import ConfigError
+from mmal.experiment import prepare
+from mmal.hooks import Batch
+from mmal.log import read_jsonl
+from mmal.metrics.references import References
+from mmal.models import MultimodalClassifier
+from mmal.models.encoders import MLPEncoder
+from mmal.models.fusion import IntermediateFusion
+from mmal.train import run
+from mmal.training import Member
+
+# Dropout off: the masked forward passes below are then the training forward's own embeddings.
+NO_DROPOUT = ["model.encoder.dropout=0", "fusion.dropout=0"]
+
+
+def _model_and_batch(*overrides: str, rows: int = 64):
+    """A fresh model of the config and a training batch of the pool, with its gradients after backward."""
+    exp = prepare(compose_config([*TINY, *NO_DROPOUT, *overrides]))
+    torch.manual_seed(0)
+    model = exp.build_model().train()
+    pool = exp.data.pool
+    idx = torch.arange(rows)
+    batch = Batch({m: v[idx] for m, v in pool.x.items()}, pool.mask[idx], pool.y[idx], step=0)
+    out = model(batch.x, batch.mask)
+    F.cross_entropy(out.logits, batch.y).backward()
+    return model, out, batch
+
+
+def _scores(model, batch) -> torch.Tensor:
+    """Mean true-class probability of each modality alone: the full model run with the others masked."""
+    scores = []
+    with torch.no_grad():
+        for i in range(batch.mask.shape[1]):
+            only = torch.zeros_like(batch.mask)
+            only[:, i] = batch.mask[:, i]
+            probs = model(batch.x, only).logits.softmax(-1)
+            present = batch.mask[:, i]
+            scores.append(probs[present].gather(1, batch.y[present, None]).mean())
+    return torch.stack(scores)
+
+
+def _weights(model, i: int) -> list[torch.nn.Parameter]:
+    return [p for p in model.encoders[i].parameters() if p.dim() >= 2]
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_ogm_coefficients_are_the_papers_eq10_and_ratios_against_the_weakest_modality():
+    ogm = OGMGE(alpha=0.3)
+    ratios, coeffs = ogm.coefficients(torch.tensor([0.9, 0.3]))
+    assert ratios.tolist() == pytest.approx([3.0, 1.0])
+    assert coeffs.tolist() == pytest.approx([1 - math.tanh(0.9), 1.0])  # 0.2837: the dominant one slowed
+    ratios, coeffs = OGMGE(alpha=0.8).coefficients(torch.tensor([0.6, 0.3, 0.45, float("nan")]))
+    assert ratios[:3].tolist() == pytest.approx([2.0, 1.0, 1.5])
+    assert coeffs.tolist() == pytest.approx([1 - math.tanh(1.6), 1.0, 1 - math.tanh(1.2), 1.0])
+    assert math.isnan(ratios[3])  # a modality absent from the batch: no ratio, not slowed
+
+
+@pytest.mark.parametrize("fusion", ["intermediate", "late", "mean", "gated"])
+def test_modality_logits_are_the_fused_model_with_the_other_modalities_masked(fusion):
+    model, out, batch = _model_and_batch(f"fusion={fusion}")
+    logits = modality_logits(model, out, batch.mask)
+    for i in range(2):
+        only = torch.zeros_like(batch.mask)
+        only[:, i] = True
+        with torch.no_grad():
+            assert torch.allclose(logits[i], model(batch.x, only).logits, atol=1e-6)
+    assert model.fusion.training  # back in training mode
+
+
+def test_ogm_slows_the_dominant_encoders_weights_by_its_coefficient_and_nothing_else():
+    model, out, batch = _model_and_batch()
+    before = _grads(model)
+    scores = _scores(model, batch)
+    dominant = int(scores.argmax())
+    expected = 1 - math.tanh(0.3 * (scores[dominant] / scores.min()).item())
+    ogm = OGMGE(alpha=0.3, enhance=False)
+    ogm.start(model, None, total_steps=10)
+    ogm.after_backward(model, out, batch)
+
+    scaled = {id(p) for p in _weights(model, dominant)}
+    for name, p in model.named_parameters():
+        if id(p) in scaled:
+            assert torch.allclose(p.grad, before[name] * expected, rtol=1e-5), name
+            assert not torch.allclose(p.grad, before[name]), name
+        else:  # the other encoder, every bias, the fusion
+            assert torch.equal(p.grad, before[name]), name
+    state = ogm.state()
+    assert state[f"ogm_coeff/{'ab'[dominant]}"] == pytest.approx(expected, rel=1e-5)
+    assert state[f"ogm_coeff/{'ab'[1 - dominant]}"] == 1.0
+    assert state[f"ogm_ratio/{'ab'[dominant]}"] == pytest.approx((scores.max() / scores.min()).item(), rel=1e-5)
+
+
+def test_ogm_ge_adds_noise_with_the_unmodulated_gradients_std_from_the_global_generator():
+    model, out, batch = _model_and_batch()
+    before = _grads(model)
+    scores = _scores(model, batch)
+    coeffs = [1 - math.tanh(0.3 * r) if r > 1 else 1.0 for r in (scores / scores.min()).tolist()]
+    ogm = OGMGE(alpha=0.3)
+    ogm.start(model, None, total_steps=10)
+    torch.manual_seed(5)
+    ogm.after_backward(model, out, batch)
+
+    torch.manual_seed(5)  # the authors' rule, drawn in the same order: modality by modality, weight by weight
+    names = {id(p): n for n, p in model.named_parameters()}
+    for i, coeff in enumerate(coeffs):
+        for p in _weights(model, i):
+            g = before[names[id(p)]]
+            expected = g * coeff + torch.zeros_like(g).normal_(0, g.std().item() + 1e-8)
+            assert torch.allclose(p.grad, expected, atol=1e-7), names[id(p)]
+            noise = p.grad - g * coeff
+            assert noise.std().item() == pytest.approx(g.std().item(), rel=0.15)
+    for name, p in model.named_parameters():
+        if p.dim() < 2 or name.startswith("fusion"):
+            assert torch.equal(p.grad, before[name]), name
+
+
+def test_outside_the_window_gradients_are_untouched_and_the_ratio_is_still_logged():
+    model, out, batch = _model_and_batch()
+    before = _grads(model)
+    ogm = OGMGE(start=0.0, end=0.5)
+    ogm.start(model, None, total_steps=10)
+    batch.step = 5  # 5 / 10 is outside [0, 0.5)
+    ogm.after_backward(model, out, batch)
+    assert all(torch.equal(p.grad, before[n]) for n, p in model.named_parameters())
+    state = ogm.state()
+    assert math.isnan(state["ogm_coeff/a"]) and state["ogm_ratio/a"] >= 1.0
+
+
+def test_a_modality_missing_from_the_whole_batch_is_neither_scored_nor_modulated():
+    model, _, batch = _model_and_batch()
+    model.zero_grad()
+    batch.mask[:, 1] = False  # b missing from every row
+    out = model(batch.x, batch.mask)
+    F.cross_entropy(out.logits, batch.y).backward()
+    before = _grads(model)
+    ogm = OGMGE(enhance=False)
+    ogm.start(model, None, total_steps=10)
+    ogm.after_backward(model, out, batch)
+    # a is the only scored modality: its ratio is 1, it is not slowed
+    assert all(torch.equal(p.grad, before[n]) for n, p in model.named_parameters())
+    state = ogm.state()
+    assert state["ogm_ratio/a"] == 1.0 and state["ogm_coeff/a"] == 1.0
+    assert math.isnan(state["ogm_ratio/b"]) and math.isnan(state["ogm_coeff/b"])
+
+
+def test_the_balancing_method_trains_the_fused_model_only_and_its_references_as_without_it():
+    exp = prepare(compose_config([*TINY, "balance=ogm_ge"]))
+    torch.manual_seed(0)
+    initial = exp.build_model()
+    rows = torch.arange(60)
+    trained = {}
+    for balanced in (True, False):
+        fused = Member(copy.deepcopy(initial), exp.data.pool, rows, hooks=(exp.balance,) if balanced else ())
+        members = [fused, *References().members(initial, exp.data, rows).values()]
+        if balanced:  # the fused model alone, its two references stacked together
+            assert [len(g) for g in exp.trainer._groups(members)] == [1, 2]
+        exp.trainer.fit_together(members, 3)
+        trained[balanced] = [m.model.state_dict() for m in members]
+    for balanced_ref, plain_ref in zip(trained[True][1:], trained[False][1:]):
+        assert all(torch.equal(balanced_ref[k], plain_ref[k]) for k in plain_ref)
+    assert not all(torch.equal(trained[True][0][k], trained[False][0][k]) for k in trained[False][0])
+
+
+def test_methods_that_cannot_train_a_model_are_refused_before_any_work_with_the_keys():
+    with pytest.raises(ConfigError, match=r"balance='ogm_ge': needs per-modality encoders.*EarlyFusion"):
+        prepare(compose_config([*TINY, "balance=ogm_ge", "fusion=early"]))
+    one_modality = MultimodalClassifier({"a": (8,)}, 3, partial(MLPEncoder), partial(IntermediateFusion))
+    with pytest.raises(ConfigError, match=r"balance='ogm_ge': needs at least two modalities"):
+        OGMGE().check(one_modality)  # a features dataset may have one; the synthetic generator refuses it
+    with pytest.raises(ConfigError, match=r"balance.alpha=-1: "):
+        prepare(compose_config([*TINY, "balance=ogm_ge", "balance.alpha=-1"]))
+    with pytest.raises(ConfigError, match=r"balance.end=0.2: "):
+        prepare(compose_config([*TINY, "balance=ogm_ge", "balance.start=0.3", "balance.end=0.2"]))
+    with pytest.raises(ConfigError, match=r"balance.alpah=0.5: not a parameter of mmal.balance.OGMGE"):
+        prepare(compose_config([*TINY, "balance=ogm_ge", "+balance.alpah=0.5"]))
+
+
+def test_a_balanced_run_logs_the_methods_state_per_cycle_and_plots_it(tmp_path):
+    summary = run(compose_config([*TINY, "balance=ogm_ge"]), tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    for record in records:
+        assert 0 < record["balance/ogm_coeff/a"] <= 1 and record["balance/ogm_ratio/b"] >= 1
+    assert summary["final/balance/ogm_coeff/a"] == records[-1]["balance/ogm_coeff/a"]
+    assert (tmp_path / "balance.png").stat().st_size > 0
+
+
+def test_modality_dropout_is_the_trainers_option_and_none_is_plain_training():
+    dropout = compose_config([*TINY, "balance=modality_dropout"])
+    assert dropout.trainer.modality_dropout == 0.5 and "balance" not in dropout
+    assert prepare(dropout).balance is None
+    plain, default = compose_config([*TINY, "balance=none"]), compose_config(TINY)
+    assert plain == default and "balance" not in plain and prepare(plain).balance is None
