@@ -6,8 +6,10 @@ Per training step the trainer calls, in order of its hooks:
     loss(model, out, batch) -> Tensor | None   a term added to the cross-entropy of the fused logits
     after_backward(model, out, batch)          after backward, before the optimizer step: modulate grads
 
-and once per ``fit``, ``start(model, optimizer, total_steps)`` (reset state, set up a schedule: every
-call sees ``batch.step``). The auxiliary-head loss below is the first user of this seam.
+once per ``fit``, ``start(model, optimizer, total_steps)`` (reset state, set up a schedule: every call sees
+``batch.step``), and at the start of every epoch ``start_epoch(model, epoch, rows)`` with all the fit's
+training rows as one batch (e.g. class prototypes over the labeled set). The auxiliary-head loss below is
+the first user of this seam.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class TrainingHook:
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         """Called once before the first step of a ``fit``."""
+
+    def start_epoch(self, model: nn.Module, epoch: int, rows: Batch) -> None:
+        """Called before each epoch's first step with every training row of the fit (``rows.step`` is the
+        next step's index); the model is in training mode."""
 
     def loss(self, model: nn.Module, out: ModelOutput, batch: Batch) -> Tensor | None:
         """A loss term added to the cross-entropy (None: none); computed under the trainer's autocast."""

@@ -213,8 +213,12 @@ class Trainer:
         steps_per_epoch = -(-len(idx) // self.batch_size)
         for hook in self.hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
+        everything = Batch(x, masks, ys, 0)
         step = 0
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
+            everything.step = step
+            for hook in self.hooks:
+                hook.start_epoch(model, epoch, everything)
             for rows in torch.randperm(len(idx), generator=order).to(self.device).split(self.batch_size):
                 mask = masks[:, rows]
                 if self.modality_dropout > 0:
@@ -252,8 +256,12 @@ class Trainer:
         steps_per_epoch = -(-len(idx) // self.batch_size)
         for hook in hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
+        everything = Batch({m: v[idx] for m, v in data.x.items()}, data.mask[idx], data.y[idx], 0)
         step = 0
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
+            everything.step = step
+            for hook in hooks:
+                hook.start_epoch(model, epoch, everything)
             perm = idx[torch.randperm(len(idx), generator=order).to(self.device)]
             for rows in perm.split(self.batch_size):
                 mask = data.mask[rows]

@@ -179,8 +179,8 @@ def main(overrides: list[str]) -> None:
     floors = []
     for device, threads in settings:
         t = training(overrides, device, threads)
-        print(f"| {device} | {threads} | {t['plain']:.2f} | {t['mmal']:.2f} | {t['fused']:.2f} | {t['model_steps']:,} | "
-              f"{t['model_steps'] / t['plain']:.0f} | {t['model_steps'] / t['mmal']:.0f} | "
+        print(f"| {device} | {threads} | {t['plain']:.2f} | {t['mmal']:.2f} | {t['fused']:.2f} | "
+              f"{t['model_steps']:,} | {t['model_steps'] / t['plain']:.0f} | {t['model_steps'] / t['mmal']:.0f} | "
               f"{t['plain'] / t['mmal']:.2f} | {t['plain'] / t['fused']:.2f} |", flush=True)
         yardstick = yardstick or t["plain_fused"]  # CPU, 1 thread
         if "products" in t:

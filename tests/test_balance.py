@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, compose_config
 
-from mmal.balance import OGMGE, modality_logits
+from mmal.balance import OGMGE, PMR, modality_logits
+from mmal.balance.pmr import class_means, prototype_logits
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.hooks import Batch
@@ -208,3 +209,66 @@ def test_modality_dropout_is_the_trainers_option_and_none_is_plain_training():
     assert prepare(dropout).balance is None
     plain, default = compose_config([*TINY, "balance=none"]), compose_config(TINY)
     assert plain == default and "balance" not in plain and prepare(plain).balance is None
+
+
+def test_pmr_prototypes_are_class_means_of_present_rows_and_a_class_without_rows_is_left_out():
+    e = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0], [9.0, 9.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    present = torch.tensor([True, True, True, False])  # the last row lacks the modality
+    means = class_means(e, y, present, num_classes=3)
+    assert means[:2].tolist() == [[2.0, 1.0], [0.0, 4.0]]
+    assert torch.isnan(means[2]).all()  # no row of class 2
+    logits = prototype_logits(torch.tensor([[2.0, 4.0]]), means)
+    assert logits[0, :2].tolist() == pytest.approx([-3.0, -2.0])  # minus the Euclidean distances
+    assert logits[0, 2] == float("-inf")
+
+
+def test_pmr_blends_each_epochs_prototypes_with_the_previous_ones_from_eval_mode_embeddings():
+    model, _, batch = _model_and_batch("model.encoder.dropout=0.5")  # eval mode matters with dropout
+    pmr = PMR(momentum=0.2)
+    pmr.start(model, None, total_steps=10)
+    pmr.start_epoch(model, 0, batch)
+
+    def means() -> list[torch.Tensor]:
+        model.eval()
+        with torch.no_grad():
+            embeddings = model(batch.x, batch.mask).embeddings
+        model.train()
+        return [class_means(e, batch.y, batch.mask[:, i], 4) for i, e in enumerate(embeddings)]
+
+    first = means()
+    assert all(torch.equal(p, f) for p, f in zip(pmr.prototypes, first))
+    with torch.no_grad():
+        for p in model.encoders.parameters():
+            p.add_(0.1)
+    second = means()
+    pmr.start_epoch(model, 1, batch)
+    assert model.training
+    for p, f, s in zip(pmr.prototypes, first, second):
+        assert torch.allclose(p, 0.8 * s + 0.2 * f)
+
+
+def test_pmr_adds_alpha_times_the_prototype_cross_entropy_of_the_weaker_modality_only():
+    model, _, batch = _model_and_batch()
+    pmr = PMR(alpha=0.7)
+    pmr.start(model, None, total_steps=10)
+    pmr.start_epoch(model, 0, batch)
+    model.zero_grad()
+    out = model(batch.x, batch.mask)
+    # the rule by hand: distances as the authors write them, sqrt of the dot product of the difference
+    pces, scores = [], []
+    for e, protos in zip(out.embeddings, pmr.prototypes):
+        distances = ((e[:, None, :] - protos[None]) ** 2).sum(-1).sqrt()
+        pces.append(F.cross_entropy(-distances, batch.y))
+        scores.append((-distances).softmax(-1).gather(1, batch.y[:, None]).mean())
+    weak = int(torch.stack(scores).argmin())
+    term = pmr.loss(model, out, batch)
+    assert term.item() == pytest.approx(0.7 * pces[weak].item(), rel=1e-5)
+    term.backward()  # the term reaches the weaker modality's encoder, not the leading one's
+    assert all(p.grad is None or not p.grad.any() for p in model.encoders[1 - weak].parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.encoders[weak].parameters())
+    state = pmr.state()
+    assert state[f"pmr_weight/{'ab'[weak]}"] == 0.7 and state[f"pmr_weight/{'ab'[1 - weak]}"] == 0.0
+    assert state[f"pmr_ratio/{'ab'[weak]}"] == pytest.approx((scores[weak] / max(scores)).item(), rel=1e-5)
+    batch.step = 7  # outside the default window, the first two thirds of the steps
+    assert pmr.loss(model, out, batch) is None

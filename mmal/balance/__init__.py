@@ -7,5 +7,6 @@ alone with plain cross-entropy, the yardstick the neglect measure compares the b
 
 from mmal.balance.base import BalanceMethod, modality_logits
 from mmal.balance.ogm_ge import OGMGE
+from mmal.balance.pmr import PMR
 
-__all__ = ["OGMGE", "BalanceMethod", "modality_logits"]
+__all__ = ["OGMGE", "PMR", "BalanceMethod", "modality_logits"]

@@ -8,9 +8,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from mmal.errors import ConfigError
+from mmal.errors import ConfigError, check_number
 from mmal.hooks import TrainingHook
-from mmal.models.classifier import MultimodalClassifier, ModelOutput
+from mmal.models.classifier import ModelOutput, MultimodalClassifier
 
 
 class BalanceMethod(TrainingHook):
@@ -19,22 +19,52 @@ class BalanceMethod(TrainingHook):
     ``name`` is the method's config name (its errors name it as ``balance=<name>``). ``check`` refuses a
     model the method cannot train (a fusion without per-modality encoders, one modality) before any work;
     ``state`` is what the method did during the last ``fit``, logged with the cycle as ``balance/<key>``.
+    A method with a window sets ``window`` (``check_window``) and asks ``in_window(batch.step)``.
     """
 
     name: ClassVar[str] = ""
+    window: tuple[float, float] = (0.0, 1.0)
 
     def check(self, model: MultimodalClassifier) -> None:
-        """Raise ``ConfigError`` when the method cannot train ``model``."""
+        """Raise ``ConfigError`` when the method cannot train ``model``. By default: a method needs at least
+        two modalities, each with its own encoder (early fusion has none)."""
+        if model.fusion.raw_inputs:
+            raise self.refuse(model, "needs per-modality encoders; early fusion has none: use intermediate, "
+                                     "late, mean, sum or gated")
+        if len(model.modalities) < 2:
+            raise self.refuse(model, "needs at least two modalities")
+
+    def begin(self, model: MultimodalClassifier, total_steps: int, quantities: list[str]) -> None:
+        """Start a fit (from ``start``): its number of steps, its modalities, and its state, every
+        ``<quantity>/<modality>`` key with nothing tracked yet."""
+        self.steps, self.modalities = total_steps, model.modalities
+        self._sums = {f"{q}/{m}": [0.0, 0] for m in model.modalities for q in quantities}
+
+    def in_window(self, step: int) -> bool:
+        """Whether step ``step`` of the fit lies in the method's window, ``start <= step / steps < end``."""
+        return self.window[0] <= step / self.steps < self.window[1]
+
+    def track(self, key: str, value: float) -> None:
+        """Add one step's value of ``key`` (``<quantity>/<modality>``) to the fit's state."""
+        self._sums[key][0] += value
+        self._sums[key][1] += 1
 
     def state(self) -> dict[str, float]:
-        """The method's own state over the last ``fit``, as ``<quantity>/<modality>`` keys (logged with the
-        ``balance/`` prefix, plotted one panel per quantity)."""
-        return {}
+        """The method's own state over the last ``fit``: the mean of each ``<quantity>/<modality>`` over the
+        steps that tracked it, NaN where none did (logged with the ``balance/`` prefix, plotted one panel per
+        quantity)."""
+        return {key: total / count if count else float("nan") for key, (total, count) in self._sums.items()}
 
     def refuse(self, model: MultimodalClassifier, allowed: str) -> ConfigError:
         """The error for a model this method cannot train, naming the method and the fusion."""
         return ConfigError("balance", self.name, f"{allowed} (fusion {type(model.fusion).__name__}, "
                                                  f"modalities {list(model.modalities)})")
+
+
+def check_window(start: float, end: float) -> tuple[float, float]:
+    """A method's window (``balance.start``, ``balance.end``): fractions of a fit's steps, 0 <= start <= end."""
+    start = check_number("balance.start", start, 0, below=1)
+    return start, check_number("balance.end", end, start)
 
 
 @torch.no_grad()

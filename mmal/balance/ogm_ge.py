@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from mmal.balance.base import BalanceMethod, modality_logits
+from mmal.balance.base import BalanceMethod, check_window, modality_logits
 from mmal.errors import check_number
 from mmal.hooks import Batch
-from mmal.models.classifier import ModelOutput, MultimodalClassifier
+from mmal.models.classifier import ModelOutput
 
 
 class OGMGE(BalanceMethod):
@@ -58,25 +58,13 @@ class OGMGE(BalanceMethod):
 
     def __init__(self, alpha: float = 0.3, start: float = 0.0, end: float = 0.5, enhance: bool = True):
         self.alpha = check_number("balance.alpha", alpha, 0)
-        self.start_frac = check_number("balance.start", start, 0, below=1)
-        self.end_frac = check_number("balance.end", end, start)
+        self.window = check_window(start, end)
         self.enhance = bool(enhance)
-        self._modalities: tuple[str, ...] = ()
         self._weights: list[list[nn.Parameter]] = []
-        self._totals: dict[str, list[float]] = {}
-
-    def check(self, model: MultimodalClassifier) -> None:
-        if model.fusion.raw_inputs:
-            raise self.refuse(model, "needs per-modality encoders to modulate; early fusion has none: use "
-                                     "intermediate, late, mean, sum or gated")
-        if len(model.modalities) < 2:
-            raise self.refuse(model, "needs at least two modalities")
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
-        self._steps = total_steps
-        self._modalities = model.modalities
+        self.begin(model, total_steps, ["ogm_ratio", "ogm_coeff"])
         self._weights = [[p for p in encoder.parameters() if p.dim() >= 2] for encoder in model.encoders]
-        self._totals = {key: [0.0, 0] for m in self._modalities for key in (f"ogm_ratio/{m}", f"ogm_coeff/{m}")}
 
     def coefficients(self, scores: Tensor) -> tuple[Tensor, Tensor]:
         """Ratios and coefficients (M,) from the scores (M,); NaN for an unscored modality (ratio NaN,
@@ -91,15 +79,15 @@ class OGMGE(BalanceMethod):
         present = batch.mask.T.float()  # (M, B)
         scores = (truth * present).sum(1) / present.sum(1)  # NaN where m is absent from the batch
         ratios, coeffs = self.coefficients(scores)
-        in_window = self.start_frac <= batch.step / self._steps < self.end_frac
-        for i, m in enumerate(self._modalities):
+        in_window = self.in_window(batch.step)
+        for i, m in enumerate(self.modalities):
             if torch.isnan(scores[i]):
                 continue
-            self._add(f"ogm_ratio/{m}", ratios[i].item())
+            self.track(f"ogm_ratio/{m}", ratios[i].item())
             if not in_window:
                 continue
             coeff = coeffs[i].item()
-            self._add(f"ogm_coeff/{m}", coeff)
+            self.track(f"ogm_coeff/{m}", coeff)
             for p in self._weights[i]:
                 if p.grad is None:
                     continue
@@ -109,9 +97,3 @@ class OGMGE(BalanceMethod):
                 else:
                     p.grad.mul_(coeff)
 
-    def _add(self, key: str, value: float) -> None:
-        self._totals[key][0] += value
-        self._totals[key][1] += 1
-
-    def state(self) -> dict[str, float]:
-        return {key: total / count if count else float("nan") for key, (total, count) in self._totals.items()}

@@ -64,6 +64,7 @@ class MultimodalClassifier(nn.Module):
     ):
         super().__init__()
         self.modalities = tuple(shapes)
+        self.num_classes = num_classes
         encoders = encoders or {}
         if unknown := sorted(set(encoders) - set(shapes)):
             raise ConfigError("model.encoders", unknown, f"keys must be modalities of the data: {list(shapes)}")
