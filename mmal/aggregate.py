@@ -2,7 +2,9 @@
 95 % bands over seeds, and a pairwise comparison of strategies (paired t-tests across seeds per setting,
 win/tie/loss counts and the penalty matrix of Ash et al. 2020 as used by Lüth et al. 2023).
 
-    python scripts/aggregate.py <sweep dir> [--out <dir>] [--alpha 0.05]     (also: mmal-aggregate)
+    python scripts/aggregate.py <sweep dir> [--out <dir>] [--alpha 0.05] [--focus <strategy>] [--cross <key>]
+    (also: mmal-aggregate). The directory may hold several sweeps (e.g. one per dataset): every job under it
+    counts.
 
 A *setting* is everything a job's overrides set except the strategy and the seed (e.g. pitfall=synergy,
 fusion=late); strategies are compared within a setting, paired by seed. Jobs that are missing, crashed
@@ -244,6 +246,84 @@ def focus_section(jobs: list[Job], focus: str, alpha: float) -> list[str]:
     return md
 
 
+def crossed(jobs: list[Job], cross: str, key: str) -> dict[str, dict[tuple[str, str], dict[str, float]]]:
+    """rest -> (value of ``cross``, strategy) -> seed -> summary ``key``: the settings split into the crossed
+    key's value (e.g. ``balance=pmr``) and the rest (e.g. ``pitfall=none``)."""
+    out: dict[str, dict[tuple[str, str], dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for job in jobs:
+        if job.summary is None or key not in job.summary:
+            continue
+        value = _value(job.overrides, cross, "default")
+        rest = ",".join(part for part in job.setting.split(",") if _key(part) != cross) or "default"
+        out[rest][(value, job.strategy)][job.seed] = job.summary[key]
+    return out
+
+
+def cross_section(jobs: list[Job], cross: str, alpha: float, baseline: str = "none") -> list[str]:
+    """Markdown: for each setting apart from ``cross`` (e.g. each pitfall), the values of ``cross`` (rows)
+    against the strategies (columns) on each of ``COMPARED``. Each cell: the mean over seeds, the rank of
+    the strategy within its row, and for rows other than ``baseline`` the paired difference against the
+    baseline row's same strategy. Then the pairs within noise of the best pair, and the pairs that beat
+    both the best strategy under the baseline and the best value of ``cross`` under random sampling."""
+    tables = {key: crossed(jobs, cross, key) for key in COMPARED}
+    md = ["", f"## `{cross}` × strategy", "",
+          f"Rows: `{cross}`; columns: query strategies. Cell: mean AUBC over seeds (rank of the strategy within "
+          f"the row, 1 = best), and below the `{baseline}` row the paired difference against `{baseline}` with the "
+          f"same strategy (± 95 % t-interval; **bold** = significant at p < {alpha} in the row's favour, *italic* = "
+          "against it).", ""]
+    for rest in sorted(tables[aubc_key(ACC)]):
+        for key, higher in COMPARED.items():
+            pairs = tables[key][rest]
+            values = sorted({v for v, _ in pairs}, key=lambda v: (v != baseline, v))
+            strategies = sorted({s for _, s in pairs})
+            means = {pair: float(np.mean(list(seeds.values()))) for pair, seeds in pairs.items()}
+            md += [f"**{rest}, `{key}`** ({'higher' if higher else 'lower'} is better)", "",
+                   f"| {cross} | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+            for value in values:
+                row = [s for s in strategies if (value, s) in pairs]
+                order = sorted(row, key=lambda s: means[(value, s)], reverse=higher)
+                cells = []
+                for s in strategies:
+                    if (value, s) not in pairs:
+                        cells.append("—")
+                        continue
+                    cell = f"{means[(value, s)]:.4f} ({order.index(s) + 1})"
+                    if value != baseline and (baseline, s) in pairs:
+                        mean, half, p, _ = paired_test(pairs[(value, s)], pairs[(baseline, s)])
+                        text = f"{mean:+.4f} ± {half:.4f}"
+                        if p < alpha:
+                            text = f"**{text}**" if (mean > 0) == higher else f"*{text}*"
+                        cell += f"<br>{text}"
+                    cells.append(cell)
+                md.append(f"| {value} | " + " | ".join(cells) + " |")
+            md += ["", _beaters(pairs, means, higher, alpha, baseline), ""]
+    return md
+
+
+def _beaters(pairs: dict[tuple[str, str], dict[str, float]], means: dict[tuple[str, str], float], higher: bool,
+             alpha: float, baseline: str) -> str:
+    """One paragraph: the pairs not significantly worse than the best pair, and the pairs significantly better
+    than both the best strategy under ``baseline`` and the best value under random sampling."""
+    pick = max if higher else min
+    best = pick(pairs, key=lambda pair: means[pair])
+
+    def beats(a: tuple[str, str], b: tuple[str, str]) -> bool:
+        mean, _, p, _ = paired_test(pairs[a], pairs[b])
+        return p < alpha and (mean > 0) == higher
+
+    near = [pair for pair in pairs if pair == best or not beats(best, pair)]
+    text = f"Best pair: {best[0]} + {best[1]}; within noise of it: {len(near)} of {len(pairs)} pairs."
+    plain = [pair for pair in pairs if pair[0] == baseline]
+    randoms = [pair for pair in pairs if pair[1] == "random"]
+    if plain and randoms:
+        best_plain, best_random = pick(plain, key=lambda p: means[p]), pick(randoms, key=lambda p: means[p])
+        winners = [pair for pair in pairs if beats(pair, best_plain) and beats(pair, best_random)]
+        text += (f" Best strategy with `{baseline}`: {best_plain[1]}; best method with random sampling: "
+                 f"{best_random[0]}. Pairs significantly better than both: "
+                 + (", ".join(f"{v} + {s}" for v, s in winners) or "none") + ".")
+    return text
+
+
 def modality_section(jobs: list[Job]) -> list[str]:
     """Markdown: AUBC of each modality's deficit against its unimodal reference, and of the accuracies it is
     built from (mean ± std over seeds, from the per-cycle records). ``gap/neglect`` is the largest deficit;
@@ -289,13 +369,18 @@ def yardstick_section(jobs: list[Job]) -> list[str]:
     return md
 
 
-def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | None = None) -> Path:
+def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | None = None,
+                 cross: str | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``curves_*.png`` and ``penalty_*.png`` into ``out``; returns the
-    Markdown report's path. ``focus``: a strategy to compare with every other one, setting by setting."""
+    Markdown report's path. ``focus``: a strategy to compare with every other one, setting by setting.
+    ``cross``: a key of the settings (e.g. ``balance``) to cross with the strategies (``cross_section``)."""
     jobs = load_jobs(sweep_dir)
     strategies = sorted({j.strategy for j in jobs})
     if focus is not None and focus not in strategies:
         raise ValueError(f"--focus={focus!r}: not a strategy of this sweep, which has {strategies}")
+    keys = sorted({_key(o) for j in jobs for o in j.overrides} - {"query", "seed", "experiment"})
+    if cross is not None and cross not in keys:
+        raise ValueError(f"--cross={cross!r}: not a key the sweep's jobs set, which are {keys}")
     out.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(jobs)
     columns = ["setting", "strategy", "seeds"] + [f"{k} {s}" for k in METRICS for s in ("mean", "std")]
@@ -310,6 +395,8 @@ def write_report(sweep_dir: Path, out: Path, alpha: float = 0.05, focus: str | N
     for r in rows:
         cells = " | ".join(f"{r[f'{k} mean']:.4f} ± {r[f'{k} std']:.4f}" for k in METRICS)
         md.append(f"| {r['setting']} | {r['strategy']} | {r['seeds']} | {cells} |")
+    if cross is not None:
+        md += cross_section(jobs, cross, alpha)
     if focus is not None:
         md += focus_section(jobs, focus, alpha)
     md += modality_section(jobs)
@@ -399,11 +486,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <sweep>/report)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests")
     parser.add_argument("--focus", default=None, help="a strategy to compare with every other, setting by setting")
+    parser.add_argument("--cross", default=None, help="a key of the settings to cross with the strategies, "
+                                                      "e.g. balance")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"sweep_dir={str(args.sweep_dir)!r}: not a directory")
     try:
-        report = write_report(args.sweep_dir, args.out or args.sweep_dir / "report", args.alpha, args.focus)
+        report = write_report(args.sweep_dir, args.out or args.sweep_dir / "report", args.alpha, args.focus,
+                              args.cross)
     except ValueError as error:
         parser.error(str(error))
     print(report.read_text())

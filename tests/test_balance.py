@@ -162,8 +162,9 @@ def test_a_modality_missing_from_the_whole_batch_is_neither_scored_nor_modulated
     assert math.isnan(state["ogm_ratio/b"]) and math.isnan(state["ogm_coeff/b"])
 
 
-def test_the_balancing_method_trains_the_fused_model_only_and_its_references_as_without_it():
-    exp = prepare(compose_config([*TINY, "balance=ogm_ge"]))
+@pytest.mark.parametrize("method", ["ogm_ge", "pmr"])
+def test_the_balancing_method_trains_the_fused_model_only_and_its_references_as_without_it(method):
+    exp = prepare(compose_config([*TINY, f"balance={method}"]))
     torch.manual_seed(0)
     initial = exp.build_model()
     rows = torch.arange(60)
@@ -181,8 +182,9 @@ def test_the_balancing_method_trains_the_fused_model_only_and_its_references_as_
 
 
 def test_methods_that_cannot_train_a_model_are_refused_before_any_work_with_the_keys():
-    with pytest.raises(ConfigError, match=r"balance='ogm_ge': needs per-modality encoders.*EarlyFusion"):
-        prepare(compose_config([*TINY, "balance=ogm_ge", "fusion=early"]))
+    for method in ("ogm_ge", "pmr"):
+        with pytest.raises(ConfigError, match=rf"balance='{method}': needs per-modality encoders.*EarlyFusion"):
+            prepare(compose_config([*TINY, f"balance={method}", "fusion=early"]))
     one_modality = MultimodalClassifier({"a": (8,)}, 3, partial(MLPEncoder), partial(IntermediateFusion))
     with pytest.raises(ConfigError, match=r"balance='ogm_ge': needs at least two modalities"):
         OGMGE().check(one_modality)  # a features dataset may have one; the synthetic generator refuses it
@@ -192,6 +194,8 @@ def test_methods_that_cannot_train_a_model_are_refused_before_any_work_with_the_
         prepare(compose_config([*TINY, "balance=ogm_ge", "balance.start=0.3", "balance.end=0.2"]))
     with pytest.raises(ConfigError, match=r"balance.alpah=0.5: not a parameter of mmal.balance.OGMGE"):
         prepare(compose_config([*TINY, "balance=ogm_ge", "+balance.alpah=0.5"]))
+    with pytest.raises(ConfigError, match=r"balance.momentum=1: a number >= 0 and < 1"):
+        prepare(compose_config([*TINY, "balance=pmr", "balance.momentum=1"]))
 
 
 def test_a_balanced_run_logs_the_methods_state_per_cycle_and_plots_it(tmp_path):
