@@ -1,7 +1,8 @@
 """The seam for training-side methods: what a method may change in ``Trainer.fit`` without copying it.
 
 A method subclasses ``TrainingHook`` and overrides what it needs; every call defaults to doing nothing.
-Per training step the trainer calls, in order of its hooks:
+Per training batch the trainer calls ``passes(batch)``, which may replace the batch by several training
+steps (e.g. one per modality); per step, in order of its hooks:
 
     loss(model, out, batch) -> Tensor | None   a term added to the cross-entropy of the fused logits
     after_backward(model, out, batch)          after backward, before the optimizer step: modulate grads
@@ -48,6 +49,12 @@ class TrainingHook:
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         """Called once before the first step of a ``fit``."""
+
+    def passes(self, batch: Batch) -> list[Batch]:
+        """The training steps of one batch, each a forward, backward and optimizer step: by default the
+        batch itself. All passes of a batch share its ``step``. A hook that overrides this trains its model
+        alone, never stacked."""
+        return [batch]
 
     def start_epoch(self, model: nn.Module, epoch: int, rows: Batch) -> None:
         """Called before each epoch's first step with every training row of the fit (``rows.step`` is the

@@ -77,7 +77,8 @@ class Trainer:
 
     One training step: forward under autocast, cross-entropy of the fused logits plus the loss term of
     every training hook (``mmal.hooks``: the auxiliary-head loss, balancing methods), backward, each
-    hook's ``after_backward`` (gradient modulation), optimizer step.
+    hook's ``after_backward`` (gradient modulation), optimizer step. A hook's ``passes`` may make one batch
+    several such steps (MLA: one per modality).
 
     Args:
         epochs: passes over the labeled set per AL cycle.
@@ -172,7 +173,7 @@ class Trainer:
     def _stacks(self) -> bool:
         """Whether this trainer's optimizer, hooks and precision allow stacked training."""
         return (component_class(self.optimizer) in STACKED_OPTIMIZERS and self.precision != "16"
-                and all(hook.stackable for hook in self.hooks))
+                and all(hook.stackable and type(hook).passes is TrainingHook.passes for hook in self.hooks))
 
     def _groups(self, members: Sequence[Member]) -> list[list[Member]]:
         """Members that train as one stacked model: same rows, same architecture, every one stackable, none
@@ -267,21 +268,24 @@ class Trainer:
                 mask = data.mask[rows]
                 if self.modality_dropout > 0:
                     mask = self._drop_modalities(mask, drop)
-                batch = Batch({m: v[rows] for m, v in data.x.items()}, mask, data.y[rows], step)
-                with self._autocast():
-                    out = model(batch.x, batch.mask)
-                    loss = F.cross_entropy(out.logits.float(), batch.y)
-                    for hook in hooks:
-                        term = hook.loss(model, out, batch)
-                        if term is not None:
-                            loss = loss + term
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)  # hooks see the true gradients (a no-op unless precision=16)
+                batches = [Batch({m: v[rows] for m, v in data.x.items()}, mask, data.y[rows], step)]
                 for hook in hooks:
-                    hook.after_backward(model, out, batch)
-                scaler.step(opt)
-                scaler.update()
+                    batches = [part for batch in batches for part in hook.passes(batch)]
+                for batch in batches:
+                    with self._autocast():
+                        out = model(batch.x, batch.mask)
+                        loss = F.cross_entropy(out.logits.float(), batch.y)
+                        for hook in hooks:
+                            term = hook.loss(model, out, batch)
+                            if term is not None:
+                                loss = loss + term
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # hooks see the true gradients (a no-op unless precision=16)
+                    for hook in hooks:
+                        hook.after_backward(model, out, batch)
+                    scaler.step(opt)
+                    scaler.update()
                 step += 1
         return {id(member): (step, loss.item())}
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, compose_config
 
-from mmal.balance import OGMGE, PMR, modality_logits
+from mmal.balance import MLA, OGMGE, PMR, modality_logits
 from mmal.balance.pmr import class_means, prototype_logits
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
@@ -21,7 +21,7 @@ from mmal.log import read_jsonl
 from mmal.metrics.references import References
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
-from mmal.models.fusion import IntermediateFusion
+from mmal.models.fusion import IntermediateFusion, SharedHeadFusion
 from mmal.train import run
 from mmal.training import Member
 
@@ -31,7 +31,8 @@ NO_DROPOUT = ["model.encoder.dropout=0", "fusion.dropout=0"]
 
 def _model_and_batch(*overrides: str, rows: int = 64):
     """A fresh model of the config and a training batch of the pool, with its gradients after backward."""
-    exp = prepare(compose_config([*TINY, *NO_DROPOUT, *overrides]))
+    no_dropout = NO_DROPOUT[:1] if "fusion=shared" in overrides else NO_DROPOUT  # the shared head has none
+    exp = prepare(compose_config([*TINY, *no_dropout, *overrides]))
     torch.manual_seed(0)
     model = exp.build_model().train()
     pool = exp.data.pool
@@ -74,7 +75,7 @@ def test_ogm_coefficients_are_the_papers_eq10_and_ratios_against_the_weakest_mod
     assert math.isnan(ratios[3])  # a modality absent from the batch: no ratio, not slowed
 
 
-@pytest.mark.parametrize("fusion", ["intermediate", "late", "mean", "gated"])
+@pytest.mark.parametrize("fusion", ["intermediate", "late", "mean", "gated", "shared"])
 def test_modality_logits_are_the_fused_model_with_the_other_modalities_masked(fusion):
     model, out, batch = _model_and_batch(f"fusion={fusion}")
     logits = modality_logits(model, out, batch.mask)
@@ -162,9 +163,9 @@ def test_a_modality_missing_from_the_whole_batch_is_neither_scored_nor_modulated
     assert math.isnan(state["ogm_ratio/b"]) and math.isnan(state["ogm_coeff/b"])
 
 
-@pytest.mark.parametrize("method", ["ogm_ge", "pmr"])
+@pytest.mark.parametrize("method", ["ogm_ge", "pmr", "mla"])
 def test_the_balancing_method_trains_the_fused_model_only_and_its_references_as_without_it(method):
-    exp = prepare(compose_config([*TINY, f"balance={method}"]))
+    exp = prepare(compose_config([*TINY, f"balance={method}", "fusion=shared"]))
     torch.manual_seed(0)
     initial = exp.build_model()
     rows = torch.arange(60)
@@ -276,3 +277,68 @@ def test_pmr_adds_alpha_times_the_prototype_cross_entropy_of_the_weaker_modality
     assert state[f"pmr_ratio/{'ab'[weak]}"] == pytest.approx((scores[weak] / max(scores)).item(), rel=1e-5)
     batch.step = 7  # outside the default window, the first two thirds of the steps
     assert pmr.loss(model, out, batch) is None
+
+
+def test_the_shared_head_weighs_present_modalities_by_softmax_of_minus_entropy_as_mla():
+    torch.manual_seed(0)
+    fusion = SharedHeadFusion([6, 6], num_classes=3)
+    e = [torch.randn(5, 6), torch.randn(5, 6)]
+    mask = torch.tensor([[True, True]] * 3 + [[True, False], [False, False]])
+    fused, logits = fusion(e, mask)
+    per = [fusion.head(x) for x in e]
+    entropy = [-(p.softmax(-1) * p.log_softmax(-1)).sum(-1) for p in per]
+    top = torch.maximum(*entropy)  # BalanceBenchmark's weights: exp(max H - H_m), normalised
+    w = [torch.exp(top - h) for h in entropy]
+    expected = (per[0] * w[0][:, None] + per[1] * w[1][:, None]) / (w[0] + w[1])[:, None]
+    assert torch.allclose(logits[:3], expected[:3], atol=1e-6)
+    assert torch.allclose(logits[3], per[0][3], atol=1e-6)  # one modality present: its own head
+    assert torch.equal(logits[4], torch.zeros(3))  # none present: uniform
+    assert torch.allclose(fusion.head(fused[:4]), logits[:4], atol=1e-6)  # logits are the head on the fused output
+
+
+def test_mla_trains_each_modality_in_turn_on_its_own_rows_with_one_step_each():
+    mla = MLA()
+    model, _, batch = _model_and_batch("fusion=shared")
+    mla.start(model, None, total_steps=10)
+    batch.mask[:4, 1] = False  # 4 rows without b
+    parts = mla.passes(batch)
+    assert [p.mask.sum(0).tolist() for p in parts] == [[64, 0], [0, 60]]  # a on its rows, then b on its rows
+    assert torch.equal(parts[1].y, batch.y[4:]) and torch.equal(parts[1].x["b"], batch.x["b"][4:])
+    outside = MLA(start=0.5)
+    outside.start(model, None, total_steps=10)
+    assert outside.passes(batch) == [batch]  # step 0 is outside [0.5, 1): one plain step
+
+    exp = prepare(compose_config([*TINY, "balance=mla", "fusion=shared", "trainer.batch_size=16"]))
+    torch.manual_seed(0)
+    fused = Member(exp.build_model(), exp.data.pool, torch.arange(40), hooks=(exp.balance,))
+    exp.trainer.fit_together([fused], 0)  # 5 epochs of 3 batches, two modalities: 30 steps
+    assert exp.balance.steps_taken == 30
+    assert set(exp.balance.state()) == {"mla_loss/a", "mla_loss/b"}
+
+
+def test_mla_projects_the_shared_heads_weight_gradient_as_the_gs_plugin():
+    model, _, batch = _model_and_batch("fusion=shared")
+    mla = MLA()
+    mla.start(model, None, total_steps=10)
+    mla.start_epoch(model, 0, batch)
+    head = model.fusion.head.weight
+    part = mla.passes(batch)[1]  # modality b's step
+    model.zero_grad()
+    out = model(part.x, part.mask)
+    F.cross_entropy(out.logits, part.y).backward()
+    before = head.grad.clone()
+    mla.after_backward(model, out, part)  # the fit's first step: the projector is not used yet
+    assert torch.equal(head.grad, before)
+    mla.after_backward(model, out, part)
+    r = out.embeddings[1].detach().mean(0, keepdim=True)
+    k = r.T  # the identity times r
+    projector = torch.eye(r.shape[1]) - k @ k.T / (0.1 + r @ k)  # a = 0.1 ** (1 + 0 / 1) at the epoch's start
+    projector = projector / projector.norm()
+    assert torch.allclose(mla.projector, projector, atol=1e-6)
+    assert torch.allclose(head.grad, before + before @ projector.T, atol=1e-6)
+
+
+def test_mla_needs_the_shared_head():
+    with pytest.raises(ConfigError, match=r"balance='mla': trains the modalities through one shared head: use "
+                                          r"fusion=shared \(fusion IntermediateFusion"):
+        prepare(compose_config([*TINY, "balance=mla"]))

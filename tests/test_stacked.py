@@ -55,11 +55,12 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     ["fusion=late"],
     ["fusion=mean", "model.aux_heads=true"],
     ["fusion=early"],
+    ["fusion=shared"],
     ["model.aux_heads=true", "trainer.modality_dropout=0.3"],
     ["trainer.optimizer._target_=torch.optim.SGD", "+trainer.optimizer.momentum=0.9"],
     ["trainer.optimizer.foreach=null", "+trainer.optimizer.fused=true"],  # the faster option (benchmarks.md)
     ["trainer.precision=bf16", "model.aux_heads=true"],  # autocast: bfloat16 gradients, float32 weights
-], ids=["intermediate", "late", "mean+aux", "early", "aux+modality_dropout", "sgd", "fused_adamw", "bf16"])
+], ids=["intermediate", "late", "mean+aux", "early", "shared", "aux+modality_dropout", "sgd", "fused_adamw", "bf16"])
 def test_the_fused_model_and_its_references_train_together_bitwise_as_alone(overrides):
     exp, initial = _experiment(*overrides)
     data, trainer = exp.data, exp.trainer

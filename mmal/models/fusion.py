@@ -141,3 +141,27 @@ class LateFusion(Fusion):
         per_modality = torch.stack([head[-1](h) for head, h in zip(self.heads, hidden)], dim=-2)  # (B, M, C)
         logits = (per_modality * keep[..., None]).sum(-2) / count
         return torch.cat(hidden, dim=-1) / count, logits
+
+
+class SharedHeadFusion(Fusion):
+    """One linear head shared by every modality, applied to each embedding; the prediction combines the
+    present modalities' logits with weights softmax(-H_m) over the present modalities, H_m the entropy of
+    modality m's own prediction: the more confident modality counts more (MLA's test-time fusion, Zhang et
+    al., CVPR 2024; BalanceBenchmark's ``BaseClassifierMLAModel``: exp(max H - H_m) / sum, the same weights).
+    With one modality present the prediction is the head on its embedding. The fused output is the
+    weighted mean of the embeddings, so the logits are the head applied to it (the weights sum to 1). All
+    modalities missing: zero logits, a uniform prediction."""
+
+    modality_logits = True
+
+    def __init__(self, dims: list[int], num_classes: int):
+        super().__init__()
+        self.head = nn.Linear(_equal_dims(dims, "shared"), num_classes)
+
+    def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        stacked = torch.stack(embeddings, dim=-2)  # (B, M, D)
+        per_modality = torch.stack([self.head(e) for e in embeddings], dim=-2)  # (B, M, C); one 2-D input each
+        entropy = -(per_modality.softmax(-1) * per_modality.log_softmax(-1)).sum(-1)  # (B, M)
+        weights = torch.softmax((-entropy).masked_fill(~mask, float("-inf")), dim=-1).nan_to_num(0.0)
+        logits = (per_modality * weights[..., None]).sum(-2)
+        return (stacked * weights[..., None]).sum(-2), logits

@@ -24,11 +24,18 @@ from torch import Tensor, nn
 
 from mmal.models.classifier import MultimodalClassifier
 from mmal.models.encoders import IdentityEncoder, MLPEncoder
-from mmal.models.fusion import EarlyFusion, GatedFusion, IntermediateFusion, LateFusion, MeanFusion
+from mmal.models.fusion import (
+    EarlyFusion,
+    GatedFusion,
+    IntermediateFusion,
+    LateFusion,
+    MeanFusion,
+    SharedHeadFusion,
+)
 
 # Modules whose forward works on a leading member dimension, and the leaves that stack replaces.
 CONTAINERS = (nn.Sequential, nn.ModuleList, MultimodalClassifier, MLPEncoder, IdentityEncoder, IntermediateFusion,
-              EarlyFusion, MeanFusion, GatedFusion, LateFusion)
+              EarlyFusion, MeanFusion, GatedFusion, LateFusion, SharedHeadFusion)
 LEAVES = (nn.Linear, nn.ReLU, nn.Dropout)
 
 
