@@ -123,10 +123,11 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     if expected is not None:
         found = {tuple(sorted(j.overrides)) for j in jobs}
         jobs += [Job(None, o, problem="missing: no job directory") for o in expected if tuple(sorted(o)) not in found]
-    # A setting is what a job's overrides set beyond strategy and seed, leaving out what every job shares.
+    # A setting is what a job's overrides set beyond strategy and seed, leaving out what every job shares (the
+    # experiment, too, unless the directory holds sweeps of several).
     shared = set.intersection(*(set(j.overrides) for j in jobs)) if jobs else set()
     for job in jobs:
-        rest = [o for o in job.overrides if _key(o) not in ("query", "seed", "experiment") and o not in shared]
+        rest = [o for o in job.overrides if _key(o) not in ("query", "seed") and o not in shared]
         job.setting = ",".join(sorted(rest)) or "default"
     return jobs
 

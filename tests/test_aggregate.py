@@ -149,13 +149,14 @@ def test_each_modality_deficit_aubc_comes_from_the_records_that_have_it(tmp_path
 
 
 def test_crossing_balance_with_strategies_ranks_pairs_and_finds_pairs_that_beat_both_best_baselines(tmp_path):
-    """Two sweeps under one directory (synthetic and mfeat); accuracies by construction: with `none`, margin
+    """Two sweeps of two experiments under one directory, which must not mix though both set pitfall=none;
+    accuracies by construction: with `none`, margin
     (0.80) beats random (0.70); `ogm` adds 0.05 to random and 0.10 to margin; `pmr` changes nothing."""
     noise = [0.003, -0.002, 0.001, -0.004, 0.002]
     gain = {("none", "random"): 0.0, ("none", "margin"): 0.0, ("ogm", "random"): 0.05, ("ogm", "margin"): 0.10,
             ("pmr", "random"): 0.0, ("pmr", "margin"): 0.0}
     num = 0
-    for sweep, extra in (("synthetic", []), ("mfeat", ["dataset=mfeat"])):
+    for sweep, extra in (("synthetic", ["+experiment=study"]), ("mfeat", ["+experiment=study_mfeat"])):
         for (balance, query), plus in gain.items():
             for seed in range(5):
                 acc = {"random": 0.70, "margin": 0.80}[query] + plus + noise[seed] * (1 + (balance == "pmr"))
@@ -164,14 +165,14 @@ def test_crossing_balance_with_strategies_ranks_pairs_and_finds_pairs_that_beat_
                 num += 1
     text = write_report(tmp_path, tmp_path / "report", cross="balance").read_text()
     section = text.split("## `balance` × strategy")[1].split("## Each modality")[0]
-    table = section.split("**dataset=mfeat, `aubc/acc`**")[1]
+    table = section.split("**+experiment=study_mfeat, `aubc/acc`**")[1]
     assert "| balance | margin | random |" in table
     assert "| none | 0.8000 (1) | 0.7000 (2) |" in table  # the baseline row: means and ranks only
     assert "| ogm | 0.9000 (1)<br>**+0.1000 ± 0.0000** | 0.7500 (2)<br>**+0.0500 ± 0.0000** |" in table
     assert "| pmr | 0.8000 (1)<br>+0.0000 ± 0.0036 | 0.7000 (2)<br>+0.0000 ± 0.0036 |" in table  # t(4) sd / sqrt 5
     assert ("Best pair: ogm + margin; within noise of it: 1 of 6 pairs. Best strategy with `none`: margin; best "
             "method with random sampling: ogm. Pairs significantly better than both: ogm + margin.") in table
-    assert section.count("**default, `aubc/acc`**") == 1  # the synthetic sweep: pitfall=none is shared by all
+    assert section.count("**+experiment=study, `aubc/acc`**") == 1  # pitfall=none, shared by all, left out
     with pytest.raises(ValueError, match=r"--cross='fusion': not a key the sweep's jobs set, which are "
-                                         r"\['balance', 'dataset', 'pitfall'\]"):
+                                         r"\['balance', 'pitfall'\]"):
         write_report(tmp_path, tmp_path / "nope", cross="fusion")

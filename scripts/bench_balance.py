@@ -1,0 +1,63 @@
+"""The training cost of each balancing method against plain training, in one run of this script.
+
+    python scripts/bench_balance.py [hydra overrides ...]
+
+The training work of a default run's cycles (20, 40, ..., 220 labeled rows; the fused model with the
+method, and its unimodal references, which every method leaves plain), per method, on one thread; the ratio
+against `balance=none` with the same fusion. MLA needs `fusion=shared`: it is compared with `none` on that
+fusion.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+import mmal.schema  # noqa: F401  (registers the typed configs)
+from mmal.experiment import prepare
+from mmal.metrics.references import References
+from mmal.training import Member
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+METHODS = [("none", "intermediate"), ("ogm_ge", "intermediate"), ("pmr", "intermediate"),
+           ("modality_dropout", "intermediate"), ("none", "shared"), ("mla", "shared")]
+
+
+def training_seconds(overrides: list[str], balance: str, fusion: str) -> float:
+    """Seconds to train the fused model (with ``balance``) and its references on every cycle's rows."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", [*overrides, f"balance={balance}", f"fusion={fusion}", "logger=none",
+                                 "trainer.device=cpu"])
+    exp = prepare(cfg)
+    torch.manual_seed(0)
+    initial = exp.build_model()
+    protocol = exp.protocol
+    hooks = (exp.balance,) if exp.balance else ()
+    start = time.perf_counter()
+    for cycle in range(protocol.cycles + 1):
+        rows = torch.arange(protocol.initial_size + cycle * protocol.query_size)
+        members = [Member(copy.deepcopy(initial), exp.data.pool, rows, hooks=hooks),
+                   *References().members(initial, exp.data, rows).values()]
+        exp.trainer.fit_together(members, cycle)
+    return time.perf_counter() - start
+
+
+def main(overrides: list[str]) -> None:
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}; overrides {overrides or 'none'}; one thread\n")
+    print("| balance | fusion | training with references (s) | / none, same fusion |\n|---|---|---|---|")
+    training_seconds(overrides, "none", "intermediate")  # warm-up: imports, the optimizer's first step
+    baseline = {}
+    for balance, fusion in METHODS:
+        seconds = training_seconds(overrides, balance, fusion)
+        baseline.setdefault(fusion, seconds)
+        print(f"| {balance} | {fusion} | {seconds:.2f} | {seconds / baseline[fusion]:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
