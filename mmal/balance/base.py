@@ -30,7 +30,7 @@ class BalanceMethod(TrainingHook):
         two modalities, each with its own encoder (early fusion has none)."""
         if model.fusion.raw_inputs:
             raise self.refuse(model, "needs per-modality encoders; early fusion has none: use intermediate, "
-                                     "late, mean, sum or gated")
+                                     "late, mean, sum, gated or shared")
         if len(model.modalities) < 2:
             raise self.refuse(model, "needs at least two modalities")
 
