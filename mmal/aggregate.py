@@ -265,13 +265,16 @@ def cross_section(jobs: list[Job], cross: str, alpha: float, baseline: str = "no
     against the strategies (columns) on each of ``COMPARED``. Each cell: the mean over seeds, the rank of
     the strategy within its row, and for rows other than ``baseline`` the paired difference against the
     baseline row's same strategy. Then the pairs within noise of the best pair, and the pairs that beat
-    both the best strategy under the baseline and the best value of ``cross`` under random sampling."""
+    both the best strategy under the baseline and the best value of ``cross`` under random sampling; and
+    across settings, for each pair, in how many it is within noise of the best (the penalty matrix of Ash
+    et al. along two axes)."""
     tables = {key: crossed(jobs, cross, key) for key in COMPARED}
     md = ["", f"## `{cross}` × strategy", "",
           f"Rows: `{cross}`; columns: query strategies. Cell: mean AUBC over seeds (rank of the strategy within "
           f"the row, 1 = best), and below the `{baseline}` row the paired difference against `{baseline}` with the "
           f"same strategy (± 95 % t-interval; **bold** = significant at p < {alpha} in the row's favour, *italic* = "
           "against it).", ""]
+    near_counts = {key: defaultdict(int) for key in COMPARED}
     for rest in sorted(tables[aubc_key(ACC)]):
         for key, higher in COMPARED.items():
             pairs = tables[key][rest]
@@ -297,14 +300,29 @@ def cross_section(jobs: list[Job], cross: str, alpha: float, baseline: str = "no
                         cell += f"<br>{text}"
                     cells.append(cell)
                 md.append(f"| {value} | " + " | ".join(cells) + " |")
-            md += ["", _beaters(pairs, means, higher, alpha, baseline), ""]
+            text, near = _beaters(pairs, means, higher, alpha, baseline)
+            for pair in pairs:
+                near_counts[key][pair] += pair in near
+            md += ["", text, ""]
+    settings = len(tables[aubc_key(ACC)])
+    for key in COMPARED:
+        pairs = sorted(near_counts[key])
+        values = sorted({v for v, _ in pairs}, key=lambda v: (v != baseline, v))
+        strategies = sorted({s for _, s in pairs})
+        md += [f"**Across the {settings} settings, `{key}`**: in how many a pair is within noise of the setting's "
+               "best pair (not significantly worse).", "",
+               f"| {cross} | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+        md += [f"| {v} | " + " | ".join(str(near_counts[key].get((v, s), "—")) for s in strategies) + " |"
+               for v in values]
+        md.append("")
     return md
 
 
 def _beaters(pairs: dict[tuple[str, str], dict[str, float]], means: dict[tuple[str, str], float], higher: bool,
-             alpha: float, baseline: str) -> str:
-    """One paragraph: the pairs not significantly worse than the best pair, and the pairs significantly better
-    than both the best strategy under ``baseline`` and the best value under random sampling."""
+             alpha: float, baseline: str) -> tuple[str, list[tuple[str, str]]]:
+    """One paragraph, and the pairs not significantly worse than the best pair: the paragraph names them and
+    the pairs significantly better than both the best strategy under ``baseline`` and the best value under
+    random sampling."""
     pick = max if higher else min
     best = pick(pairs, key=lambda pair: means[pair])
 
@@ -322,7 +340,7 @@ def _beaters(pairs: dict[tuple[str, str], dict[str, float]], means: dict[tuple[s
         text += (f" Best strategy with `{baseline}`: {best_plain[1]}; best method with random sampling: "
                  f"{best_random[0]}. Pairs significantly better than both: "
                  + (", ".join(f"{v} + {s}" for v, s in winners) or "none") + ".")
-    return text
+    return text, near
 
 
 def modality_section(jobs: list[Job]) -> list[str]:
