@@ -275,6 +275,7 @@ def cross_section(jobs: list[Job], cross: str, alpha: float, baseline: str = "no
           f"same strategy (± 95 % t-interval; **bold** = significant at p < {alpha} in the row's favour, *italic* = "
           "against it).", ""]
     near_counts = {key: defaultdict(int) for key in COMPARED}
+    present = {key: defaultdict(int) for key in COMPARED}  # in how many settings each pair ran
     for rest in sorted(tables[aubc_key(ACC)]):
         for key, higher in COMPARED.items():
             pairs = tables[key][rest]
@@ -303,16 +304,18 @@ def cross_section(jobs: list[Job], cross: str, alpha: float, baseline: str = "no
             text, near = _beaters(pairs, means, higher, alpha, baseline)
             for pair in pairs:
                 near_counts[key][pair] += pair in near
+                present[key][pair] += 1
             md += ["", text, ""]
     settings = len(tables[aubc_key(ACC)])
     for key in COMPARED:
         pairs = sorted(near_counts[key])
         values = sorted({v for v, _ in pairs}, key=lambda v: (v != baseline, v))
         strategies = sorted({s for _, s in pairs})
-        md += [f"**Across the {settings} settings, `{key}`**: in how many a pair is within noise of the setting's "
-               "best pair (not significantly worse).", "",
+        md += [f"**Across the {settings} settings, `{key}`**: in how many of the settings where a pair ran it is "
+               "within noise of the setting's best pair (not significantly worse).", "",
                f"| {cross} | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
-        md += [f"| {v} | " + " | ".join(str(near_counts[key].get((v, s), "—")) for s in strategies) + " |"
+        md += [f"| {v} | " + " | ".join(f"{near_counts[key][(v, s)]} of {present[key][(v, s)]}"
+                                        if (v, s) in present[key] else "—" for s in strategies) + " |"
                for v in values]
         md.append("")
     return md

@@ -174,7 +174,7 @@ def test_crossing_balance_with_strategies_ranks_pairs_and_finds_pairs_that_beat_
             "method with random sampling: ogm. Pairs significantly better than both: ogm + margin.") in table
     assert section.count("**+experiment=study, `aubc/acc`**") == 1  # pitfall=none, shared by all, left out
     across = section.split("**Across the 2 settings, `aubc/acc`**")[1]
-    assert "| none | 0 | 0 |" in across and "| ogm | 2 | 0 |" in across and "| pmr | 0 | 0 |" in across
+    assert "| none | 0 of 2 | 0 of 2 |" in across and "| ogm | 2 of 2 | 0 of 2 |" in across
     with pytest.raises(ValueError, match=r"--cross='fusion': not a key the sweep's jobs set, which are "
                                          r"\['balance', 'pitfall'\]"):
         write_report(tmp_path, tmp_path / "nope", cross="fusion")
