@@ -52,7 +52,10 @@ def food101_sized(pool: int, test: int, classes: int = 101, dims: tuple[int, int
 
     def split(n: int) -> MultimodalData:
         y = torch.randint(classes, (n,), generator=g)
-        x = {m: p[y] + torch.randn(n, p.shape[1], generator=g) for m, p in prototypes.items()}
+        x = {m: torch.empty(n, p.shape[1]) for m, p in prototypes.items()}
+        for rows in torch.arange(n).split(4096):  # in blocks: no temporary as large as the split
+            for m, p in prototypes.items():
+                x[m][rows] = p[y[rows]] + torch.randn(len(rows), p.shape[1], generator=g)
         return MultimodalData(x, torch.ones(n, 2, dtype=torch.bool), y, ("text", "image"))
 
     return MultimodalDataset(split(pool), split(2000), split(test), classes)

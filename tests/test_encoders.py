@@ -142,6 +142,24 @@ def test_with_mask_zeroes_rows_of_any_shape():
     assert torch.equal(out.x["flat"], torch.tensor([[1.0] * 3, [1.0] * 3, [0.0] * 3, [0.0] * 3]))
 
 
+def test_only_one_modality_is_with_mask_without_copying():
+    x = {"img": torch.randn(4, 1, 2, 2), "flat": torch.randn(4, 3)}
+    mask = torch.tensor([[True, True], [False, True], [True, False], [True, True]])
+    x["img"][1] = 0  # the data contract: a missing row holds zeros
+    x["flat"][2] = 0
+    data = MultimodalData(x, mask, torch.zeros(4, dtype=torch.long), ("img", "flat"))
+    for i, m in enumerate(("img", "flat")):
+        alone = data.only(i)
+        keep = torch.zeros_like(mask)
+        keep[:, i] = mask[:, i]
+        expected = data.with_mask(keep)
+        assert torch.equal(alone.mask, expected.mask)
+        assert all(torch.equal(alone.x[k], expected.x[k]) for k in x)
+        assert alone.x[m].data_ptr() == x[m].data_ptr()  # the modality's own tensor, shared
+        other = alone.x["flat" if m == "img" else "img"]
+        assert set(other.stride()) == {0}  # the others: a broadcast zero, no memory
+
+
 def test_early_fusion_takes_flattened_images():
     shapes = {"img": (1, 4, 4), "flat": (3,)}
     torch.manual_seed(0)

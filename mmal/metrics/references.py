@@ -41,7 +41,6 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from mmal.data.multimodal import MultimodalDataset
@@ -92,9 +91,7 @@ class References:
         same training seed), then ``measure``."""
         out = {}
         for i, m in enumerate(data.modalities):
-            only = torch.zeros_like(data.pool.mask)
-            only[:, i] = True
-            pool = data.pool.with_mask(data.pool.mask & only)
+            pool = data.pool.only(i)
             rows = labeled[pool.mask[labeled, i]]
             if len(rows):  # no labeled row has m: there is nothing to train a reference on
                 out[m] = Member(copy.deepcopy(initial), pool, rows, f"the unimodal reference of {m}: ")
@@ -109,7 +106,7 @@ class References:
             if member is None:
                 out[per_modality(REF_ACC, m)] = out[per_modality(REF_REPR_ACC, m)] = float("nan")
                 continue
-            test = data.test.with_mask(data.test.mask & (torch.arange(len(data.modalities)) == i).to(data.test.mask))
+            test = data.test.only(i)
             on_test = test.mask[:, i]
             train, tested = trainer.predict(member.model, member.data, member.rows), trainer.predict(member.model, test)
             y = test.y[on_test]
