@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
-from mmal.models.classifier import MultimodalClassifier, component_class
+from mmal.models.classifier import ModelOutput, MultimodalClassifier, component_class
 from mmal.models.stacked import stack, stackable, unstack
 from mmal.seeding import derive_seed
 
@@ -63,6 +63,26 @@ def _generator(device: torch.device, seed: int, shared: bool) -> torch.Generator
     if shared:
         return torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _with_hook_terms(loss: Tensor, hooks: Sequence[TrainingHook], model: nn.Module, out: ModelOutput,
+                     batch: Batch) -> Tensor:
+    """``loss`` plus every hook's loss term, in the hooks' order."""
+    for hook in hooks:
+        term = hook.loss(model, out, batch)
+        if term is not None:
+            loss = loss + term
+    return loss
+
+
+def _start_epoch(hooks: Sequence[TrainingHook], model: nn.Module, epoch: int, rows: Callable[[], Batch]) -> None:
+    """Each hook's ``start_epoch``; the batch of every training row is built (``rows()``) only for hooks that
+    use it."""
+    users = [hook for hook in hooks if type(hook).start_epoch is not TrainingHook.start_epoch]
+    if users:
+        everything = rows()
+        for hook in users:
+            hook.start_epoch(model, epoch, everything)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -214,12 +234,9 @@ class Trainer:
         steps_per_epoch = -(-len(idx) // self.batch_size)
         for hook in self.hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
-        everything = Batch(x, masks, ys, 0)
         step = 0
         for epoch in range(self.epochs):
-            everything.step = step
-            for hook in self.hooks:
-                hook.start_epoch(model, epoch, everything)
+            _start_epoch(self.hooks, model, epoch, lambda step=step: Batch(x, masks, ys, step))
             for rows in torch.randperm(len(idx), generator=order).to(self.device).split(self.batch_size):
                 mask = masks[:, rows]
                 if self.modality_dropout > 0:
@@ -229,11 +246,8 @@ class Trainer:
                     out = model(batch.x, batch.mask)
                     losses = F.cross_entropy(out.logits.float().flatten(0, 1), batch.y.flatten(),
                                              reduction="none").view(batch.y.shape).mean(1)  # (K,) per member
-                    loss = losses.sum()  # each member's gradient is that of its own mean loss
-                    for hook in self.hooks:
-                        term = hook.loss(model, out, batch)
-                        if term is not None:
-                            loss = loss + term
+                    # each member's gradient is that of its own mean loss
+                    loss = _with_hook_terms(losses.sum(), self.hooks, model, out, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 for hook in self.hooks:
@@ -257,12 +271,11 @@ class Trainer:
         steps_per_epoch = -(-len(idx) // self.batch_size)
         for hook in hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
-        everything = Batch({m: v[idx] for m, v in data.x.items()}, data.mask[idx], data.y[idx], 0)
         step = 0
         for epoch in range(self.epochs):
-            everything.step = step
-            for hook in hooks:
-                hook.start_epoch(model, epoch, everything)
+            _start_epoch(hooks, model, epoch,
+                         lambda step=step: Batch({m: v[idx] for m, v in data.x.items()}, data.mask[idx], data.y[idx],
+                                                 step))
             perm = idx[torch.randperm(len(idx), generator=order).to(self.device)]
             for rows in perm.split(self.batch_size):
                 mask = data.mask[rows]
@@ -274,11 +287,8 @@ class Trainer:
                 for batch in batches:
                     with self._autocast():
                         out = model(batch.x, batch.mask)
-                        loss = F.cross_entropy(out.logits.float(), batch.y)
-                        for hook in hooks:
-                            term = hook.loss(model, out, batch)
-                            if term is not None:
-                                loss = loss + term
+                        loss = _with_hook_terms(F.cross_entropy(out.logits.float(), batch.y), hooks, model, out,
+                                                batch)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)  # hooks see the true gradients (a no-op unless precision=16)
