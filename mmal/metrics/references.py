@@ -93,7 +93,7 @@ class References:
         for i, m in enumerate(data.modalities):
             pool = data.pool.only(i)
             rows = labeled[pool.mask[labeled, i]]
-            if len(rows):  # no labeled row has m: there is nothing to train a reference on
+            if len(rows):  # a modality that no labeled row has gets no reference: nothing to train it on
                 out[m] = Member(copy.deepcopy(initial), pool, rows, f"the unimodal reference of {m}: ")
         return out
 
