@@ -1,0 +1,3 @@
+from mmal.prepare.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""The command line of ``mmal-prepare`` (also ``python -m mmal.prepare``); docs/datasets.md has examples."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mmal.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="mmal-prepare", description="Prepare a real multimodal dataset from its published layout: frozen "
+        "embeddings of local backbones (or raw tensors) in the layout `dataset=features` reads, with a manifest.")
+    parser.add_argument("dataset", help="food101 | cremad")
+    parser.add_argument("--root", required=True, help="the raw dataset folder, in its published layout")
+    parser.add_argument("--out", required=True, help="a new or empty folder for the prepared arrays (resumes a "
+                                                     "stopped preparation of the same settings)")
+    parser.add_argument("--image-model", help="local Hugging Face model folder for images and video frames "
+                                              "(e.g. microsoft/resnet-50)")
+    parser.add_argument("--text-model", help="local model folder for text (e.g. bert-base-uncased)")
+    parser.add_argument("--audio-model",
+                        help="local model folder for audio (e.g. MIT/ast-finetuned-audioset-10-10-0.4593)")
+    parser.add_argument("--raw", nargs="+", default=[], metavar="MODALITY",
+                        help="store these modalities as raw tensors (images/frames uint8, audio log-mel) for "
+                             "end-to-end training with ConvEncoder")
+    parser.add_argument("--image-size", type=int, default=64, help="side of raw images and frames (default 64)")
+    parser.add_argument("--frames", type=int, default=1, help="frames per clip (default 1: the middle one)")
+    parser.add_argument("--fps", type=int, default=1, help="CREMA-D: read Image-<fps>-FPS/ (default 1)")
+    parser.add_argument("--n-mels", type=int, default=128, help="log-mel bands of raw audio (default 128)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="audio clip length: tiled or cut (default 3)")
+    parser.add_argument("--text-max-length", type=int, default=128, help="tokens per text (default 128)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads reading files")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 (autocast; changes the numbers)")
+    parser.add_argument("--on-corrupt", default="stop", help="stop (default): a file that cannot be decoded stops "
+                                                             "the run, naming it; absent: mark it absent")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local folders only
+    from mmal.prepare.decode import CorruptSource  # after the environment: transformers reads it on import
+    from mmal.prepare.run import prepare
+
+    try:
+        manifest = prepare(
+            args.dataset, args.root, args.out, models={"image": args.image_model, "text": args.text_model,
+                                                       "audio": args.audio_model},
+            raw=args.raw, image_size=args.image_size, frames=args.frames, fps=args.fps, n_mels=args.n_mels,
+            seconds=args.seconds, max_length=args.text_max_length, batch_size=args.batch_size, device=args.device,
+            precision=args.precision, on_corrupt=args.on_corrupt, workers=args.workers)
+    except ConfigError as err:
+        print(f"mmal-prepare: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except CorruptSource as err:
+        print(f"mmal-prepare: error: {err}. The rows before it are kept in {args.out}/.incomplete: replace or "
+              "remove the file and rerun the same command to resume, or add --on-corrupt absent to mark such "
+              "files absent", file=sys.stderr)
+        sys.exit(1)
+    counts = ", ".join(f"{split} {c['rows']} rows" for split, c in manifest["splits"].items())
+    print(f"prepared {manifest['dataset']}: {counts} in {args.out}\ntrain with: {manifest['train']}")

@@ -1,0 +1,94 @@
+"""Reading one source of one sample (an image, a folder of frames, a WAV file, a text) into what an
+extractor takes, with the SHA-256 of the bytes read, so the manifest can name exactly what went in.
+
+A file that cannot be decoded raises ``CorruptSource`` naming it; the caller decides whether that stops
+the preparation or marks the modality absent for that row (``--on-corrupt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+
+from mmal.prepare.layouts import IMAGE_SUFFIXES
+
+
+class CorruptSource(Exception):
+    """A source file that is there but cannot be read as what its modality needs."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_image(path: Path):
+    """(RGB PIL image, sha256 hex) of an image file."""
+    from PIL import Image  # the [prepare] extra
+
+    data = _read(path)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB"), hashlib.sha256(data).hexdigest()
+    except Exception as err:  # noqa: BLE001 (PIL raises many kinds; each means the same thing here)
+        raise CorruptSource(path, f"cannot be decoded as an image ({type(err).__name__}: {err})") from None
+
+
+def read_frames(folder: Path, count: int) -> tuple[list, str]:
+    """``count`` frames of a clip, evenly spaced over its frame files in name order (the middle one for
+    ``count=1``; repeated when the folder holds fewer), and the sha256 over their bytes in that order."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    chosen = [files[int((i + 0.5) * len(files) / count)] for i in range(count)]
+    images, digest = [], hashlib.sha256()
+    for path in chosen:
+        image, sha = read_image(path)
+        images.append(image)
+        digest.update(sha.encode())
+    return images, digest.hexdigest()
+
+
+def read_audio(path: Path, rate: int, seconds: float) -> tuple[np.ndarray, str]:
+    """(waveform, sha256 hex): a WAV file as float32 mono in [-1, 1] at ``rate`` Hz, tiled (repeated from
+    the start) or cut to exactly ``seconds``, as OGM-GE does for CREMA-D (``np.tile(samples, 3)[:22050*3]``)."""
+    data = _read(path)
+    try:
+        source_rate, samples = wavfile.read(io.BytesIO(data))
+    except Exception as err:  # noqa: BLE001
+        raise CorruptSource(path, f"cannot be read as a WAV file ({type(err).__name__}: {err})") from None
+    if samples.size == 0:
+        raise CorruptSource(path, "holds no audio samples")
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples / float(np.iinfo(samples.dtype).max + 1)
+    wave = samples.astype(np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)  # channels -> mono
+    if source_rate != rate:
+        wave = resample_poly(wave, rate, source_rate).astype(np.float32)
+    length = round(rate * seconds)
+    wave = np.tile(wave, -(-length // len(wave)))[:length]
+    return np.clip(wave, -1.0, 1.0), hashlib.sha256(data).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 hex of a file, read in blocks (weights files are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise CorruptSource(path, f"cannot be read ({err.strerror})") from None

@@ -1,0 +1,147 @@
+"""What one modality's decoded samples become in the prepared arrays: frozen embeddings of a pretrained
+backbone, or raw tensors for end-to-end training with ``mmal.models.encoders.ConvEncoder``.
+
+Backbones are Hugging Face ``transformers`` models loaded **only** from a local folder (``config.json``,
+the weights, and the preprocessor or tokenizer files), never from the hub: a folder the user fetched once
+with ``hf download <model> --local-dir <folder>`` on a machine with internet. Which model a folder holds is
+its own business; the defaults documented in docs/datasets.md are the backbones of the published work:
+
+- images and frames: ``microsoft/resnet-50`` (ResNet-50, ImageNet; the pooled 2,048-d output), as
+  BMMAL's Food-101 image encoder. torchvision models are not offered: torchvision cannot be imported
+  beside the CPU build of PyTorch mmal's CI installs, and the ResNet-50 of ``transformers`` is the same
+  network;
+- text: ``bert-base-uncased`` (the 768-d output at [CLS]), as BMMAL and mmbt;
+- audio: ``MIT/ast-finetuned-audioset-10-10-0.4593`` (Audio Spectrogram Transformer on 128 log-mel bands,
+  16 kHz; its pooled 768-d output).
+
+Raw tensors: images and frames resized (shorter side) and centre-cropped to ``size`` x ``size``, stored
+uint8 (3, S, S), frames stacked on channels (3k, S, S); audio as a log-mel spectrogram (1, n_mels, T)
+computed by ``transformers``' ``ASTFeatureExtractor`` (Kaldi-compatible fbank, 25 ms windows every 10 ms)
+without its normalisation (mmal standardises with pool statistics when it loads the arrays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmal.errors import ConfigError
+
+KINDS = ("image", "frames", "text", "audio")
+EXAMPLE_MODELS = {"image": "microsoft/resnet-50", "frames": "microsoft/resnet-50", "text": "bert-base-uncased",
+                  "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class Extractor:
+    """Maps a batch of decoded samples of one modality to an array ``(B, *shape)`` of ``dtype``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __call__(self, items: Sequence) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Pretrained(Extractor):
+    """Frozen embeddings of a local ``transformers`` model folder (module docstring), in eval mode, no
+    gradients, on ``device``; ``bf16`` runs the forward pass under bfloat16 autocast (CUDA)."""
+
+    def __init__(self, kind: str, folder: Path, key: str, device: str, bf16: bool = False, max_length: int = 128):
+        import transformers  # the [prepare] extra
+
+        self.kind, self.folder, self.device, self.bf16, self.max_length = kind, folder, device, bf16, max_length
+        weights = [folder / w for w in WEIGHT_FILES if (folder / w).is_file()]
+        if not (folder / "config.json").is_file() or not weights:
+            raise ConfigError(key, str(folder), f"no model there: expected a Hugging Face model folder with "
+                                                f"config.json and {' or '.join(WEIGHT_FILES)} at {folder.resolve()}; "
+                                                f"fetch one once on a machine with internet, e.g. `hf download "
+                                                f"{EXAMPLE_MODELS[kind]} --local-dir {folder}` (nothing downloads "
+                                                f"at run time)")
+        self.weights = weights[0]
+        load = {"local_files_only": True}
+        try:
+            self.model = transformers.AutoModel.from_pretrained(folder, **load).eval().to(device)
+            if kind == "text":
+                self.processor = transformers.AutoTokenizer.from_pretrained(folder, **load)
+            elif kind == "audio":
+                self.processor = transformers.AutoFeatureExtractor.from_pretrained(folder, **load)
+            else:
+                self.processor = transformers.AutoImageProcessor.from_pretrained(folder, **load)
+        except (OSError, ValueError) as err:
+            raise ConfigError(key, str(folder), f"cannot load the model or its preprocessor files from "
+                                                f"{folder.resolve()}: {err}") from None
+        self.rate = getattr(self.processor, "sampling_rate", None)
+        probe = {"image": lambda: [_grey()], "frames": lambda: [[_grey()]], "text": lambda: ["a"],
+                 "audio": lambda: [np.zeros(self.rate or 16000, np.float32)]}[kind]()
+        self.shape, self.dtype = self(probe).shape[1:], np.dtype(np.float32)
+
+    @torch.inference_mode()
+    def __call__(self, items: Sequence) -> np.ndarray:
+        if self.kind == "frames":  # the mean embedding of each clip's frames
+            counts = [len(frames) for frames in items]
+            flat = self._embed([image for frames in items for image in frames])
+            return np.stack([part.mean(0) for part in np.split(flat, np.cumsum(counts)[:-1])])
+        return self._embed(list(items))
+
+    def _embed(self, items: list) -> np.ndarray:
+        if self.kind == "text":
+            inputs = self.processor(items, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="pt")
+        elif self.kind == "audio":
+            inputs = self.processor(items, sampling_rate=self.rate, return_tensors="pt")
+        else:
+            inputs = self.processor(items, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(**inputs)
+        pooled = out.last_hidden_state[:, 0] if self.kind == "text" else out.pooler_output
+        return pooled.float().flatten(1).cpu().numpy()
+
+
+class Pixels(Extractor):
+    """Raw images (or a clip's frames, stacked on channels) as uint8 (3 * frames, size, size)."""
+
+    def __init__(self, kind: str, size: int, frames: int = 1):
+        self.kind, self.size = kind, size
+        self.shape, self.dtype = (3 * (frames if kind == "frames" else 1), size, size), np.dtype(np.uint8)
+
+    def __call__(self, items: Sequence) -> np.ndarray:
+        return np.stack([np.concatenate([self._square(im) for im in (frames if self.kind == "frames" else [frames])])
+                         for frames in items])
+
+    def _square(self, image) -> np.ndarray:
+        from PIL import Image
+
+        scale = self.size / min(image.size)
+        w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
+        image = image.resize((w, h), Image.Resampling.BILINEAR)
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+class LogMel(Extractor):
+    """Raw audio as a log-mel spectrogram (1, n_mels, frames) (module docstring)."""
+
+    def __init__(self, n_mels: int, seconds: float, rate: int = 16000):
+        from transformers import ASTFeatureExtractor
+
+        frames = 1 + (round(rate * seconds) - round(0.025 * rate)) // round(0.010 * rate)  # Kaldi fbank, snip_edges
+        self.fbank = ASTFeatureExtractor(num_mel_bins=n_mels, max_length=frames, sampling_rate=rate,
+                                         do_normalize=False)
+        self.rate = rate
+        self.shape, self.dtype = (1, n_mels, frames), np.dtype(np.float32)
+
+    def __call__(self, items: Sequence) -> np.ndarray:
+        bands = self.fbank(list(items), sampling_rate=self.rate, return_tensors="np")["input_values"]  # (B, T, n)
+        return bands.transpose(0, 2, 1)[:, None].astype(np.float32)
+
+
+def _grey():
+    from PIL import Image
+
+    return Image.new("RGB", (32, 32), (128, 128, 128))

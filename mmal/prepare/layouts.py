@@ -1,0 +1,169 @@
+"""The published folder layouts of the raw datasets ``mmal-prepare`` reads, as lists of samples.
+
+A layout function takes the folder the user downloaded (``--root``) and returns a ``Layout``: the class
+names, the modalities with their kind (``image``, ``text``, ``audio``, ``frames``), and one ``Sample`` per
+row in the order the rows will be written. Nothing is decoded here: a layout only lists files, so that
+every problem with the folder itself is reported before any extraction starts.
+
+- **UPMC Food-101** (Wang et al., 2015; the layout of its Kaggle release, which BMMAL and mmbt read)::
+
+      <root>/images/{train,test}/<class>/<file>.jpg
+      <root>/texts/{train,test}_titles.csv     rows: <file>,<text>,<class>  (an optional header row)
+
+  ``pool`` = the official train split, ``test`` = the official test split; classes = the folders of
+  ``images/train``, sorted (label = position). An empty text, or an image file that is not there, is an
+  absent modality for that row.
+- **CREMA-D** (Cao et al., 2014; the raw release plus the frame folders of OGM-GE's
+  ``data/CREMAD/video_preprocessing.py``)::
+
+      <root>/AudioWAV/<clip>.wav                       <clip> = <actor>_<sentence>_<emotion>_<level>
+      <root>/Image-<fps:02d>-FPS/<clip>/<frame>.jpg
+      <root>/{train,test}.csv   optional; rows: <clip>,<emotion>  (OGM-GE's data/CREMAD split files)
+
+  Six emotions in OGM-GE's label order (NEU HAP SAD FEA DIS ANG), read from the clip name. Without the
+  split files every clip of ``AudioWAV`` is split 90/10 stratified by emotion with seed 0 (OGM-GE's files
+  hold 6,698 and 744 clips). A WAV or frame folder that is not there is an absent modality for that clip.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from mmal.errors import ConfigError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")  # OGM-GE's class_dict order
+CREMAD_TEST_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One row: its split (``pool`` or ``test``), label, a name that identifies it in the raw data, and per
+    modality its source: a file, a folder of frames, a text, or None where the modality is absent."""
+
+    split: str
+    label: int
+    name: str
+    sources: dict[str, Path | str | None]
+
+
+@dataclass
+class Layout:
+    """What a raw dataset folder holds: classes, modality kinds, samples, and the index files (CSV) whose
+    checksums the manifest records next to those of every source file."""
+
+    dataset: str
+    classes: list[str]
+    kinds: dict[str, str]  # modality -> image | text | audio | frames
+    samples: list[Sample]
+    index_files: list[Path] = field(default_factory=list)
+    notes: dict[str, object] = field(default_factory=dict)  # how the rows were chosen, for the manifest
+
+    def split(self, name: str) -> list[Sample]:
+        return [s for s in self.samples if s.split == name]
+
+
+def food101(root: Path) -> Layout:
+    """UPMC Food-101 under ``root`` (module docstring)."""
+    train_images = root / "images" / "train"
+    if not train_images.is_dir():
+        raise ConfigError("--root", str(root), f"no folder {train_images}: UPMC Food-101 keeps its images in "
+                                               "images/{train,test}/<class>/ (docs/datasets.md)")
+    classes = sorted(p.name for p in train_images.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise ConfigError("--root", str(root), f"{train_images} holds {len(classes)} class folders; at least 2")
+    label = {c: i for i, c in enumerate(classes)}
+    samples, index_files = [], []
+    for split, official in (("pool", "train"), ("test", "test")):
+        table = root / "texts" / f"{official}_titles.csv"
+        if not table.is_file():
+            raise ConfigError("--root", str(root), f"no file {table}: UPMC Food-101 lists its {official} split as "
+                                                   f"rows <image file>,<text>,<class> in texts/{official}_titles.csv")
+        index_files.append(table)
+        with open(table, newline="", encoding="utf-8") as f:
+            for line, row in enumerate(csv.reader(f), start=1):
+                if line == 1 and row and not row[0].lower().endswith(IMAGE_SUFFIXES):
+                    continue  # a header row (the Kaggle copy has one: image_path,text,food)
+                if len(row) < 3 or row[-1].strip() not in label:
+                    raise ConfigError("--root", str(root), f"{table} line {line}: expected <image file>,<text>,"
+                                                           f"<class> with a class from {train_images}, got {row}")
+                name, cls = row[0].strip(), row[-1].strip()
+                text = ",".join(row[1:-1]).strip()  # a text with unquoted commas spans several fields
+                image = root / "images" / official / cls / name
+                samples.append(Sample(split, label[cls], name, {"image": image if image.is_file() else None,
+                                                                "text": text or None}))
+    return Layout("food101", classes, {"image": "image", "text": "text"}, samples, index_files,
+                  {"splits": "pool = texts/train_titles.csv, test = texts/test_titles.csv (official)"})
+
+
+def cremad(root: Path, fps: int = 1) -> Layout:
+    """CREMA-D under ``root`` with frames extracted at ``fps`` frames per second (module docstring)."""
+    audio, frames = root / "AudioWAV", root / f"Image-{fps:02d}-FPS"
+    if not audio.is_dir():
+        raise ConfigError("--root", str(root), f"no folder {audio}: CREMA-D's raw release keeps one WAV per clip "
+                                               "in AudioWAV/ (docs/datasets.md)")
+    if not frames.is_dir():
+        raise ConfigError("--fps", fps, f"no folder {frames}: the frames of every clip, as OGM-GE's "
+                                        f"video_preprocessing.py writes them at {fps} frame(s) per second")
+    tables = [root / "train.csv", root / "test.csv"]
+    if any(t.is_file() for t in tables):
+        missing = [str(t) for t in tables if not t.is_file()]
+        if missing:
+            raise ConfigError("--root", str(root), f"{missing[0]} is missing: give both train.csv and test.csv "
+                                                   "(OGM-GE's split) or neither (a stratified 90/10 split)")
+        clips = {split: _cremad_table(t) for split, t in zip(("pool", "test"), tables)}
+        notes = {"splits": "pool = train.csv, test = test.csv (OGM-GE's split files)"}
+    else:
+        names = sorted(p.stem for p in audio.glob("*.wav"))
+        if not names:
+            raise ConfigError("--root", str(root), f"no .wav files in {audio}")
+        labels = [_cremad_emotion(n, audio / f"{n}.wav") for n in names]
+        try:
+            pool, test = train_test_split(np.array(names), test_size=CREMAD_TEST_FRACTION, stratify=labels,
+                                          random_state=0)
+        except ValueError as err:  # too few clips of an emotion
+            raise ConfigError("--root", str(root), f"cannot split the {len(names)} clips of {audio} 90/10 stratified "
+                                                   f"by emotion ({err}); give train.csv and test.csv") from None
+        clips = {"pool": sorted(pool), "test": sorted(test)}
+        notes = {"splits": f"every clip of AudioWAV, split stratified by emotion: test = {CREMAD_TEST_FRACTION} "
+                           "(sklearn train_test_split, random_state=0)"}
+    samples = []
+    for split, names in clips.items():
+        for name in names:
+            wav, folder = audio / f"{name}.wav", frames / name
+            has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+            samples.append(Sample(split, CREMAD_EMOTIONS.index(_cremad_emotion(name, wav)), name,
+                                  {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None}))
+    present = [t for t in tables if t.is_file()]
+    return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": "audio", "visual": "frames"}, samples, present, notes)
+
+
+def _cremad_table(path: Path) -> list[str]:
+    """The clip names of one of OGM-GE's split files (rows ``<clip>,<emotion>``), checking each label."""
+    names = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if len(row) != 2 or row[1] not in CREMAD_EMOTIONS or _cremad_emotion(row[0], path) != row[1]:
+                raise ConfigError("--root", str(path.parent), f"{path} line {line}: expected <clip>,<emotion> with "
+                                                              f"the clip's own emotion from {list(CREMAD_EMOTIONS)}, "
+                                                              f"got {row}")
+            names.append(row[0])
+    return names
+
+
+def _cremad_emotion(name: str, path: Path) -> str:
+    parts = name.split("_")
+    if len(parts) != 4 or parts[2] not in CREMAD_EMOTIONS:
+        raise ConfigError("--root", str(path.parent), f"{path}: a CREMA-D clip is named "
+                                                      f"<actor>_<sentence>_<emotion>_<level> with an emotion from "
+                                                      f"{list(CREMAD_EMOTIONS)}, got {name!r}")
+    return parts[2]
+
+
+LAYOUTS: dict[str, Callable[..., Layout]] = {"food101": food101, "cremad": cremad}
