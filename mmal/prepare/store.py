@@ -91,11 +91,20 @@ class Store:
 
 
 def _refuse_other(key: str, out: Path, found: dict, wanted: dict, what: str) -> None:
+    found, wanted = _flat(found), _flat(wanted)
     differ = next((k for k in sorted(set(found) | set(wanted)) if found.get(k) != wanted.get(k)), None)
     if differ is not None:
         raise ConfigError(key, str(out), f"holds {what} with other settings ({differ}: {found.get(differ)!r} there, "
                                          f"{wanted.get(differ)!r} now); rerun with the same settings, or give "
                                          "another --out (nothing there is touched)")
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys (``modalities.image.weights_sha256``), so a refusal names the leaf."""
+    flat = {}
+    for k, v in settings.items():
+        flat.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return flat
 
 
 def _write_json(path: Path, content: dict) -> None:
