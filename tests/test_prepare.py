@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT
-from raw_fixtures import EMOTIONS, FOOD_CLASSES, cremad_tree, food101_tree, tiny_backbones
 
 from mmal.data.features import load_features
 from mmal.data.pitfall import Pitfall
@@ -25,13 +24,14 @@ from mmal.log import read_jsonl
 from mmal.prepare import prepare
 from mmal.prepare.decode import CorruptSource, read_audio, read_frames, read_image
 from mmal.prepare.extractors import LogMel, Pixels, Pretrained
+from mmal.prepare.fixtures import EMOTIONS, FOOD_CLASSES, cremad_tree, food101_tree, random_backbones
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_backbones(tmp_path_factory.mktemp("models"))
+    return random_backbones(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

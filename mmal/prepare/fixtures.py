@@ -1,6 +1,7 @@
-"""Tiny raw datasets in the published layouts of UPMC Food-101 and CREMA-D, of random content, and tiny
+"""Raw datasets in the published layouts of UPMC Food-101 and CREMA-D, of random content, and
 random-initialised backbone folders in the Hugging Face format ``mmal.prepare`` loads: what the tests
-prepare end to end, offline, in seconds. Deterministic for a seed."""
+prepare end to end, offline, in seconds (tiny sizes), and what ``scripts/bench_prepare.py`` times
+(real image sizes, real architectures). Deterministic for a seed."""
 
 from __future__ import annotations
 
@@ -15,18 +16,21 @@ FOOD_CLASSES = ("apple_pie", "baby_back_ribs", "baklava")
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 
 
-def _jpeg(path: Path, rng: np.random.Generator, tint: int) -> None:
-    """A random JPEG whose mean colour depends on ``tint`` (so classes differ in what a CNN can see)."""
+def _jpeg(path: Path, rng: np.random.Generator, tint: int, sizes: tuple[int, int] = (18, 40)) -> None:
+    """A random JPEG of sides in ``sizes`` whose mean colour depends on ``tint`` (so classes differ in what
+    a CNN can see)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = rng.integers(18, 40, size=2)
+    h, w = rng.integers(*sizes, size=2)
     pixels = rng.integers(0, 96, size=(h, w, 3)) + np.array([[[(60 * tint) % 160, 40, (100 * tint) % 160]]])
     Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def food101_tree(root: Path, train_per_class: int = 12, test_per_class: int = 4, seed: int = 0) -> dict:
+def food101_tree(root: Path, train_per_class: int = 12, test_per_class: int = 4, seed: int = 0,
+                 image_sizes: tuple[int, int] = (18, 40), text_words: int = 0) -> dict:
     """UPMC Food-101's layout under ``root``; returns what the test expects: per split the rows in order as
     (file, label, has_image, has_text). The first train row of each class has an empty text, the second
-    train row of class 0 names an image that is not there; the train CSV has a header row."""
+    train row of class 0 names an image that is not there; the train CSV has a header row. ``text_words``
+    > 0 appends that many random words to every non-empty text (web-page-sized texts for timing)."""
     rng = np.random.default_rng(seed)
     expected = {}
     for split, official, per_class in (("pool", "train", train_per_class), ("test", "test", test_per_class)):
@@ -36,8 +40,9 @@ def food101_tree(root: Path, train_per_class: int = 12, test_per_class: int = 4,
                 name = f"{cls}_{i}.jpg"
                 has_image = not (split == "pool" and label == 0 and i == 1)
                 if has_image:
-                    _jpeg(root / "images" / official / cls / name, rng, label)
+                    _jpeg(root / "images" / official / cls / name, rng, label, image_sizes)
                 words = ["recipe", cls.replace("_", " "), "with", "sauce, best"][: 1 + i % 4]
+                words += ["".join(rng.choice(list("abcdefghij"), size=rng.integers(2, 9))) for _ in range(text_words)]
                 text = "" if split == "pool" and i == 0 else " ".join(words)
                 rows.append((name, text, cls, label, has_image))
         order = rng.permutation(len(rows))  # the CSV's order is the prepared order, not sorted by class
@@ -53,9 +58,10 @@ def food101_tree(root: Path, train_per_class: int = 12, test_per_class: int = 4,
     return expected
 
 
-def cremad_tree(root: Path, clips_per_emotion: int = 10, split_files: bool = False, seed: int = 0) -> dict:
+def cremad_tree(root: Path, clips_per_emotion: int = 10, split_files: bool = False, seed: int = 0,
+                image_sizes: tuple[int, int] = (18, 40), seconds: tuple[float, float] = (0.6, 1.8)) -> dict:
     """CREMA-D's raw layout plus OGM-GE's frame folders (``Image-01-FPS``) under ``root``: one WAV per clip
-    (random noise whose loudness depends on the emotion; lengths 0.6-1.8 s; every third clip at 22,050 Hz,
+    (random noise whose loudness depends on the emotion; lengths in ``seconds``; every third clip at 22,050 Hz,
     the others 16 kHz) and 3 frames per clip. The first clip of each emotion has no frame folder. With
     ``split_files``, OGM-GE's ``train.csv``/``test.csv`` (the last clip of each emotion in test). Returns
     the clip names per emotion and the split when written."""
@@ -67,12 +73,12 @@ def cremad_tree(root: Path, clips_per_emotion: int = 10, split_files: bool = Fal
             name = f"{1001 + i}_{['DFA', 'IEO', 'TIE'][i % 3]}_{emotion}_XX"
             names[emotion].append(name)
             rate = 22050 if i % 3 == 2 else 16000
-            wave = rng.normal(0, 0.05 * (1 + label), size=int(rate * rng.uniform(0.6, 1.8)))
+            wave = rng.normal(0, 0.05 * (1 + label), size=int(rate * rng.uniform(*seconds)))
             (root / "AudioWAV").mkdir(parents=True, exist_ok=True)
             wavfile.write(root / "AudioWAV" / f"{name}.wav", rate, (wave.clip(-1, 1) * 32767).astype(np.int16))
             if i > 0:
                 for f in range(3):
-                    _jpeg(root / "Image-01-FPS" / name / f"{f:05d}.jpg", rng, label)
+                    _jpeg(root / "Image-01-FPS" / name / f"{f:05d}.jpg", rng, label, image_sizes)
     split = None
     if split_files:
         split = {"pool": [n for e in EMOTIONS for n in names[e][:-1]], "test": [names[e][-1] for e in EMOTIONS]}
@@ -82,23 +88,34 @@ def cremad_tree(root: Path, clips_per_emotion: int = 10, split_files: bool = Fal
     return {"names": names, "split": split}
 
 
-def tiny_backbones(folder: Path) -> dict[str, Path]:
-    """Random-initialised ResNet (images), BERT (text) and AST (audio) folders with their preprocessor
-    files, as ``hf download`` would leave real ones; built offline from configs."""
+def random_backbones(folder: Path, full_size: bool = False) -> dict[str, Path]:
+    """Random-initialised image (ResNet), text (BERT) and audio (AST) folders with their preprocessor files,
+    as ``hf download`` would leave real ones, built offline from configs. ``full_size``: the architectures
+    and preprocessing of the documented defaults (ResNet-50 at 224 px, BERT-base, AST on 128 log-mel bands
+    x 1,024 frames), for timing; else tiny ones, for tests. Random weights cost what trained ones cost."""
     import transformers as T
 
     paths = {k: folder / k for k in ("image", "text", "audio")}
     T.set_seed(0)
-    T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 12], depths=[1, 1], layer_type="basic")
-                  ).save_pretrained(paths["image"])
-    T.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(paths["image"])
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz,"]
+    if full_size:
+        image, processor = T.ResNetConfig(), T.ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875)
+        text = T.BertConfig()
+        audio, fbank = T.ASTConfig(), T.ASTFeatureExtractor()
+    else:
+        image = T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 12], depths=[1, 1], layer_type="basic")
+        processor = T.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0)
+        text = T.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+        audio = T.ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            num_mel_bins=16, max_length=64)
+        fbank = T.ASTFeatureExtractor(num_mel_bins=16, max_length=64)
+    T.ResNetModel(image).save_pretrained(paths["image"])
+    processor.save_pretrained(paths["image"])
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz,"]  # a token per letter
     paths["text"].mkdir(parents=True, exist_ok=True)
     (paths["text"] / "vocab.txt").write_text("\n".join(vocab) + "\n")
     T.BertTokenizerFast(vocab_file=str(paths["text"] / "vocab.txt")).save_pretrained(paths["text"])
-    T.BertModel(T.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                             intermediate_size=32)).save_pretrained(paths["text"])
-    T.ASTFeatureExtractor(num_mel_bins=16, max_length=64).save_pretrained(paths["audio"])
-    T.ASTModel(T.ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                           num_mel_bins=16, max_length=64)).save_pretrained(paths["audio"])
+    text.vocab_size = len(vocab)
+    T.BertModel(text).save_pretrained(paths["text"])
+    fbank.save_pretrained(paths["audio"])
+    T.ASTModel(audio).save_pretrained(paths["audio"])
     return paths
