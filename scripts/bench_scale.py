@@ -61,14 +61,14 @@ def food101_sized(pool: int, test: int, classes: int = 101, dims: tuple[int, int
     return MultimodalDataset(split(pool), split(2000), split(test), classes)
 
 
-def one_run(strategy: str, pool: int, epochs: int, out: Path) -> None:
+def one_run(strategy: str, pool: int, epochs: int, out: Path, device: str = "cpu", precision: str = "32") -> None:
     """A whole AL run of ``strategy`` in this process; writes its figures to ``out`` (JSON)."""
     torch.set_num_threads(1)
     data = food101_sized(pool, 10_000)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", [f"query={strategy}", "logger=none", "model.aux_heads=true", "al.initial_size=1000",
                                  "al.query_size=1000", "al.cycles=10", f"trainer.epochs={epochs}",
-                                 "trainer.device=cpu"])
+                                 f"trainer.device={device}", f"trainer.precision={precision}"])
     parts = build_components(cfg)
     build_model = model_builder(cfg, parts, len(data.pool), data.shapes, data.num_classes)
     with tempfile.TemporaryDirectory() as run_dir:
@@ -117,21 +117,25 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=90_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--strategies", default="random,margin,badge,bmmal")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (trainer.device)")
+    parser.add_argument("--precision", default="32", help="32 | bf16 | 16 (trainer.precision)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process: one strategy
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        one_run(args.one, args.pool, args.epochs, args.out)
+        one_run(args.one, args.pool, args.epochs, args.out, args.device, args.precision)
         return
     print(f"torch {torch.__version__}; pool {args.pool:,} x (768 + 2,048) float32, 101 classes, 1,000 + 10 x 1,000 "
-          f"labels, {args.epochs} epochs per cycle, references every cycle, one thread\n")
+          f"labels, {args.epochs} epochs per cycle, references every cycle, one thread, {args.device} "
+          f"{args.precision}\n")
     print("| strategy | wall (s) | train (s) | eval (s) | diagnose (s) | reference (s) | select (s) | peak memory "
           "(GB) | final acc |\n|---|---|---|---|---|---|---|---|---|")
     results = {}
     for strategy in args.strategies.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
             subprocess.run([sys.executable, __file__, "--one", strategy, "--out", f.name, "--pool", str(args.pool),
-                            "--epochs", str(args.epochs)], check=True)
+                            "--epochs", str(args.epochs), "--device", args.device, "--precision", args.precision],
+                           check=True)
             r = results[strategy] = json.loads(Path(f.name).read_text())
         print(f"| {strategy} | {r['wall']:.1f} | " + " | ".join(f"{r[p]:.1f}" for p in PHASES)
               + f" | {r['peak_gb']:.2f} | {r['final_acc']:.3f} |", flush=True)

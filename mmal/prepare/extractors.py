@@ -22,6 +22,7 @@ without its normalisation (mmal standardises with pool statistics when it loads 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,9 @@ import torch
 from mmal.errors import ConfigError
 
 KINDS = ("image", "frames", "text", "audio")
+# AST's 128 bands over a 512-point FFT at 16 kHz leave the lowest filters without a frequency bin (Kaldi's fbank
+# and the pretrained AST have them too); transformers warns about it on every batch.
+warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
 EXAMPLE_MODELS = {"image": "microsoft/resnet-50", "frames": "microsoft/resnet-50", "text": "bert-base-uncased",
                   "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
