@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -339,3 +341,35 @@ def test_prepared_fixtures_train_with_every_strategy_and_the_diagnostics(tmp_pat
         for m in modalities:  # the neglect measure against a reference trained on m alone, every cycle
             assert all(0 <= r[f"ref_acc/{m}"] <= 1 and 0 <= r[f"masked_acc/{m}"] <= 1 for r in rows), path
         assert all(np.isfinite(r["gap/neglect"]) for r in rows), path
+
+
+@pytest.mark.slow
+def test_the_readme_prepare_commands_run_as_shown(tmp_path):
+    """The README's mmal-prepare block, line by line, on fixture trees and random backbones at the paths it
+    names; the training lines get a budget the fixtures can hold and the CPU."""
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "mmal-prepare" in b)
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert [line.split()[0] for line in lines] == ["mmal-prepare", "python", "mmal-prepare", "python"]
+    food101_tree(tmp_path / "data" / "raw" / "UPMC_Food101")
+    cremad_tree(tmp_path / "data" / "raw" / "CREMA-D")
+    made = random_backbones(tmp_path / "made")
+    for kind, name in (("image", "resnet-50"), ("text", "bert-base-uncased")):
+        (tmp_path / "models").mkdir(exist_ok=True)
+        made[kind].rename(tmp_path / "models" / name)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"HF_HUB_OFFLINE": "1"}
+    small = ["al.initial_size=9", "al.query_size=6", "al.cycles=1", "trainer.epochs=2", "dataset.val_fraction=0.2",
+             "logger=none"]
+    for i, line in enumerate(lines):
+        args = shlex.split(line)
+        if args[0] == "mmal-prepare":
+            command = [str(Path(sys.executable).parent / "mmal-prepare"), *args[1:]]  # the console script
+        else:
+            args = [a for a in args[1:] if a != "trainer.device=cuda"]
+            command = [sys.executable, *args, *small, "trainer.device=cpu", f"hydra.run.dir=run{i}"]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
+        if args[0] != "mmal-prepare":
+            assert [r["n_labeled"] for r in read_jsonl(tmp_path / f"run{i}" / "metrics.jsonl")] == [9, 15]
+    assert json.loads((tmp_path / "data" / "cremad_raw" / "manifest.json").read_text())["arrays"]["audio"] == {
+        "shape": [1, 128, 298], "dtype": "float32"}
