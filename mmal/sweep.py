@@ -37,10 +37,25 @@ def check_jobs(jobs: Iterable[tuple[Hashable, DictConfig, Path]]) -> dict[Hashab
             if isinstance(sizes[data_key], ConfigError):
                 raise sizes[data_key]
             model_builder(cfg, parts, *sizes[data_key])
+            check_run_dir_name(run_dir)
             resumable_state(run_dir, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         except ConfigError as err:
             errors[key] = err
     return errors
+
+
+NAME_MAX = 255  # bytes in one file or directory name (Linux: ext4, xfs, btrfs, tmpfs)
+
+
+def check_run_dir_name(run_dir: Path) -> None:
+    """A job directory named after many overrides (``hydra.sweep.subdir``'s default,
+    ``<num>_<override_dirname>``) can exceed what a file system accepts; the job would die creating it."""
+    for part in run_dir.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise ConfigError("hydra.sweep.subdir", f"{part[:40]}...", f"the job's directory name is "
+                              f"{len(part.encode())} bytes, more than the {NAME_MAX} a file system accepts; name jobs "
+                              "by number (hydra.sweep.subdir=${hydra.job.num}) or leave keys out of the name "
+                              "(hydra.job.config.override_dirname.exclude_keys=[...])")
 
 
 def _data_key(cfg: DictConfig) -> str:

@@ -29,3 +29,20 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
 @pytest.fixture
 def tiny_cfg() -> DictConfig:
     return compose_config(TINY)
+
+
+@pytest.fixture(scope="session")
+def prepared_roots(tmp_path_factory) -> dict[str, Path]:
+    """The fixture trees of Food-101 and CREMA-D prepared by mmal-prepare (embeddings of tiny random
+    backbones), as ``dataset=food101`` / ``dataset=cremad`` read them: dataset option -> root."""
+    from mmal.prepare import prepare
+    from mmal.prepare.fixtures import cremad_tree, food101_tree, random_backbones
+
+    base = tmp_path_factory.mktemp("prepared_roots")
+    models = random_backbones(base / "models")
+    food101_tree(base / "UPMC_Food101")
+    cremad_tree(base / "CREMA-D")
+    roots = {"food101": base / "food101", "cremad": base / "cremad"}
+    prepare("food101", base / "UPMC_Food101", roots["food101"], models=models, progress=False)
+    prepare("cremad", base / "CREMA-D", roots["cremad"], models=models, progress=False)
+    return roots

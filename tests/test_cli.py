@@ -41,18 +41,21 @@ def _options(group: str) -> list[str]:
 REAL_DATASET_OVERRIDES = {"mfeat": [], "features": [f"dataset.root={ROOT / 'examples' / 'features'}"]}
 
 
-def _tiny(group: str, option: str) -> list[str]:
+def _tiny(group: str, option: str, prepared: dict[str, Path]) -> list[str]:
+    if group == "dataset" and option in prepared:  # prepared by mmal-prepare from fixture trees (conftest)
+        return [o for o in TINY if not o.startswith("dataset.")] + [f"dataset.root={prepared[option]}",
+                                                                    "dataset.val_fraction=0.2"]
     if group == "dataset" and option != "synthetic":
         return [o for o in TINY if not o.startswith("dataset.")] + REAL_DATASET_OVERRIDES[option]
     return TINY
 
 
 @pytest.mark.parametrize("group", ["dataset", "pitfall", "model", "fusion", "query", "al", "trainer", "logger"])
-def test_every_option_of_every_group_composes_and_instantiates(group):
+def test_every_option_of_every_group_composes_and_instantiates(group, prepared_roots):
     options = _options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        cfg = compose_config([*_tiny(group, option), f"{group}={option}"])
+        cfg = compose_config([*_tiny(group, option, prepared_roots), f"{group}={option}"])
         pitfall = instantiate(cfg.pitfall, _convert_="all")
         assert isinstance(pitfall, Pitfall)
         data = instantiate(cfg.dataset, _partial_=True, _convert_="all")(pitfall=pitfall)
@@ -248,6 +251,26 @@ def test_a_sweep_with_bad_jobs_starts_none_and_lists_every_bad_one(tmp_path):
         assert lines[job].startswith(f"  job {job} (trainer.epochs=") and lines[job].endswith(f"): {error}")
     assert "Traceback" not in output
     assert [p.name for p in tmp_path.iterdir()] == ["multirun.yaml"]  # Hydra's record of the sweep; no job ran
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_job_directories_would_be_too_long_to_create_is_refused(tmp_path):
+    # Hydra names a job <num>_<every override>: with enough overrides that exceeds a file name's 255 bytes.
+    extra = ["model.encoder.hidden_dim=16", "model.encoder.out_dim=8", "model.encoder.num_hidden=1",
+             "trainer.batch_size=32", "trainer.lr=0.002", "trainer.weight_decay=0.0001", "dataset.class_weights=null"]
+    result = _train(["-m", "seed=0,1", *TINY, *extra, f"hydra.sweep.dir={tmp_path}"], ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "sweep refused, no job started: 2 of 2 jobs have config errors" in output
+    assert "hydra.sweep.subdir='0_al.cycles=2,al.initial_size=20,al.quer...': the job's directory name is 389 bytes" \
+        in output
+    assert "more than the 255 a file system accepts; name jobs by number (hydra.sweep.subdir=${hydra.job.num})" \
+        in output
+    assert "Traceback" not in output and [p.name for p in tmp_path.iterdir()] == ["multirun.yaml"]
+    numbered = _train(["-m", "seed=0,1", *TINY, *extra, f"hydra.sweep.dir={tmp_path / 'numbered'}",
+                       "hydra.sweep.subdir=${hydra.job.num}"], ROOT)
+    assert numbered.returncode == 0, numbered.stderr
+    assert sorted(p.name for p in (tmp_path / "numbered").iterdir()) == ["0", "1", "multirun.yaml"]
 
 
 @pytest.mark.slow
