@@ -33,16 +33,21 @@ def tiny_cfg() -> DictConfig:
 
 @pytest.fixture(scope="session")
 def prepared_roots(tmp_path_factory) -> dict[str, Path]:
-    """The fixture trees of Food-101 and CREMA-D prepared by mmal-prepare (embeddings of tiny random
-    backbones), as ``dataset=food101`` / ``dataset=cremad`` read them: dataset option -> root."""
+    """The fixture trees of Food-101, CREMA-D and AVE prepared by mmal-prepare (embeddings of tiny random
+    backbones), as ``dataset=food101`` / ``cremad`` / ``ave`` read them, and CREMA-D's raw tensors
+    (``cremad_raw``): name -> root."""
     from mmal.prepare import prepare
-    from mmal.prepare.fixtures import cremad_tree, food101_tree, random_backbones
+    from mmal.prepare.fixtures import ave_tree, cremad_tree, food101_tree, random_backbones
 
     base = tmp_path_factory.mktemp("prepared_roots")
     models = random_backbones(base / "models")
     food101_tree(base / "UPMC_Food101")
     cremad_tree(base / "CREMA-D")
-    roots = {"food101": base / "food101", "cremad": base / "cremad"}
-    prepare("food101", base / "UPMC_Food101", roots["food101"], models=models, progress=False)
-    prepare("cremad", base / "CREMA-D", roots["cremad"], models=models, progress=False)
+    ave_tree(base / "AVE_Dataset")
+    roots = {"food101": base / "food101", "cremad": base / "cremad", "ave": base / "ave"}
+    for dataset, raw in (("food101", "UPMC_Food101"), ("cremad", "CREMA-D"), ("ave", "AVE_Dataset")):
+        prepare(dataset, base / raw, roots[dataset], models=models, progress=False)
+    roots["cremad_raw"] = base / "cremad_raw"  # raw tensors, as +experiment=cremad_raw reads them
+    prepare("cremad", base / "CREMA-D", roots["cremad_raw"], raw=["audio", "visual"], image_size=16, n_mels=16,
+            seconds=1.0, progress=False)
     return roots

@@ -44,7 +44,7 @@ REAL_DATASET_OVERRIDES = {"mfeat": [], "features": [f"dataset.root={ROOT / 'exam
 def _tiny(group: str, option: str, prepared: dict[str, Path]) -> list[str]:
     if group == "dataset" and option in prepared:  # prepared by mmal-prepare from fixture trees (conftest)
         return [o for o in TINY if not o.startswith("dataset.")] + [f"dataset.root={prepared[option]}",
-                                                                    "dataset.val_fraction=0.2"]
+                                                                    "dataset.val_fraction=0.2"]  # unused by ave
     if group == "dataset" and option != "synthetic":
         return [o for o in TINY if not o.startswith("dataset.")] + REAL_DATASET_OVERRIDES[option]
     return TINY
@@ -348,13 +348,17 @@ def test_each_pitfall_config_makes_the_data_it_describes(pitfall):
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
-def test_every_experiment_grid_composes_and_validates(experiment):
+def test_every_experiment_grid_composes_and_validates(experiment, prepared_roots):
     from mmal.train import prepare
 
-    cfg = compose_config([f"+experiment={experiment}"])
+    # An experiment on data mmal-prepare writes runs here on the prepared fixture tree, with a budget that
+    # tree holds (the real CREMA-D pool, 6,028 rows after val, holds cremad_raw's 120 + 10 x 120).
+    on_fixture = {"cremad_raw": [f"dataset.root={prepared_roots['cremad_raw']}", "dataset.val_fraction=0.2",
+                                 "al.initial_size=12", "al.query_size=6", "al.cycles=2"]}.get(experiment, [])
+    cfg = compose_config([f"+experiment={experiment}", *on_fixture])
     prepare(cfg)  # every component builds and the grid's budget fits its pool
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        hydra_cfg = compose("config", [f"+experiment={experiment}"], return_hydra_config=True).hydra
+        hydra_cfg = compose("config", [f"+experiment={experiment}", *on_fixture], return_hydra_config=True).hydra
     params = hydra_cfg.sweeper.params
     assert {"query", "seed"} <= set(params)
     for query in params.query.split(","):  # every strategy of the grid exists and fits its model

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT
+from scipy.io import wavfile
 
 from mmal.data.features import load_features
 from mmal.data.pitfall import Pitfall
@@ -26,7 +27,15 @@ from mmal.log import read_jsonl
 from mmal.prepare import prepare
 from mmal.prepare.decode import CorruptSource, read_audio, read_frames, read_image
 from mmal.prepare.extractors import LogMel, Pixels, Pretrained
-from mmal.prepare.fixtures import EMOTIONS, FOOD_CLASSES, cremad_tree, food101_tree, random_backbones
+from mmal.prepare.fixtures import (
+    AVE_CATEGORIES,
+    EMOTIONS,
+    FOOD_CLASSES,
+    ave_tree,
+    cremad_tree,
+    food101_tree,
+    random_backbones,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -312,13 +321,18 @@ SMALL_RUN = ["logger=none", "trainer.device=cpu", "trainer.epochs=3", "al.initia
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", ["food101", "cremad_raw"])
+@pytest.mark.parametrize("setting", ["food101", "ave", "cremad_raw"])
 def test_prepared_fixtures_train_with_every_strategy_and_the_diagnostics(tmp_path, models, setting):
     if setting == "food101":
         root = tmp_path / "UPMC_Food101"
         food101_tree(root)
         prepare("food101", root, tmp_path / "data", models=models, progress=False)
         dataset = ["dataset=food101"]
+    elif setting == "ave":
+        root = tmp_path / "AVE_Dataset"
+        ave_tree(root)
+        prepare("ave", root, tmp_path / "data", models=models, progress=False)
+        dataset = ["dataset=ave"]
     else:
         root = tmp_path / "CREMA-D"
         cremad_tree(root)
@@ -373,3 +387,31 @@ def test_the_readme_prepare_commands_run_as_shown(tmp_path):
             assert [r["n_labeled"] for r in read_jsonl(tmp_path / f"run{i}" / "metrics.jsonl")] == [9, 15]
     assert json.loads((tmp_path / "data" / "cremad_raw" / "manifest.json").read_text())["arrays"]["audio"] == {
         "shape": [1, 128, 298], "dtype": "float32"}
+
+
+def test_ave_three_splits_event_segments_and_repeated_videos(tmp_path):
+    root = tmp_path / "AVE_Dataset"
+    expected = ave_tree(root)
+    out = tmp_path / "ave"
+    manifest = prepare("ave", root, out, raw=["audio", "visual"], frames=2, image_size=8, n_mels=16, seconds=2.0,
+                       batch_size=5, progress=False)
+    assert manifest["classes"] == sorted(AVE_CATEGORIES) == list(AVE_CATEGORIES)
+    assert manifest["settings"]["rows"]["repeated_videos_left_out"] == 1
+    for split in ("pool", "val", "test"):
+        rows = expected[split]
+        assert [r["name"] for r in _rows(out, split)] == [video for video, *_ in rows]
+        assert np.load(out / split / "y.npy").tolist() == [label for _, label, *_ in rows]
+        assert np.load(out / split / "mask.npy").tolist() == [[True, has_frames] for *_, has_frames in rows]
+        assert np.load(out / split / "audio.npy").shape == (len(rows), 1, 16, 198)  # 2 s: 198 frames of 10 ms
+    # The audio of a row is its event segment, tiled to 2 s; a 22,050 Hz file is resampled first.
+    i = next(k for k, (video, *_) in enumerate(expected["pool"]) if video[3] == "2")
+    video, _, start, end, _ = expected["pool"][i]
+    rate, samples = wavfile.read(root / "Audios" / f"{video}.wav")
+    assert rate == 22050
+    wave, _ = read_audio(root / "Audios" / f"{video}.wav", 16000, 2.0, (start, end))
+    whole, _ = read_audio(root / "Audios" / f"{video}.wav", 16000, 30.0)
+    segment = whole[start * 16000:end * 16000]
+    assert np.array_equal(wave, np.tile(segment, 3)[:32000])
+    assert np.array_equal(np.load(out / "pool" / "audio.npy")[i], LogMel(16, 2.0)([wave])[0])
+    data = load_features(Pitfall(), 0, str(out))  # three splits: val as given
+    assert (len(data.pool), len(data.val), len(data.test)) == (24, 6, 9)

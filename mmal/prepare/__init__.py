@@ -1,7 +1,7 @@
 """``mmal-prepare``: the real multimodal datasets of the published work, from the folders their authors
 publish to the arrays mmal trains on, with every preprocessing choice fixed and recorded.
 
-- ``layouts``: the raw folder layouts (UPMC Food-101, CREMA-D) as lists of samples;
+- ``layouts``: the raw folder layouts (UPMC Food-101, CREMA-D, AVE) as lists of samples;
 - ``decode``: reading one source (image, frames, WAV, text) with the checksum of its bytes;
 - ``extractors``: frozen embeddings of a local backbone, or raw tensors for end-to-end training;
 - ``store``: the resumable output folder and its manifest;

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="mmal-prepare", description="Prepare a real multimodal dataset from its published layout: frozen "
         "embeddings of local backbones (or raw tensors) in the layout `dataset=features` reads, with a manifest.")
-    parser.add_argument("dataset", help="food101 | cremad")
+    parser.add_argument("dataset", help="food101 | cremad | ave")
     parser.add_argument("--root", required=True, help="the raw dataset folder, in its published layout")
     parser.add_argument("--out", required=True, help="a new or empty folder for the prepared arrays (resumes a "
                                                      "stopped preparation of the same settings)")
@@ -27,9 +27,10 @@ def main(argv: list[str] | None = None) -> None:
                              "end-to-end training with ConvEncoder")
     parser.add_argument("--image-size", type=int, default=64, help="side of raw images and frames (default 64)")
     parser.add_argument("--frames", type=int, default=1, help="frames per clip (default 1: the middle one)")
-    parser.add_argument("--fps", type=int, default=1, help="CREMA-D: read Image-<fps>-FPS/ (default 1)")
+    parser.add_argument("--fps", type=int, default=1, help="CREMA-D, AVE: read Image-<fps>-FPS(-SE)/ (default 1)")
     parser.add_argument("--n-mels", type=int, default=128, help="log-mel bands of raw audio (default 128)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="audio clip length: tiled or cut (default 3)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="audio clip length, tiled or cut (default: CREMA-D 3, AVE 10)")
     parser.add_argument("--text-max-length", type=int, default=128, help="tokens per text (default 128)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads reading files")

@@ -52,9 +52,11 @@ def read_frames(folder: Path, count: int) -> tuple[list, str]:
     return images, digest.hexdigest()
 
 
-def read_audio(path: Path, rate: int, seconds: float) -> tuple[np.ndarray, str]:
-    """(waveform, sha256 hex): a WAV file as float32 mono in [-1, 1] at ``rate`` Hz, tiled (repeated from
-    the start) or cut to exactly ``seconds``, as OGM-GE does for CREMA-D (``np.tile(samples, 3)[:22050*3]``)."""
+def read_audio(path: Path, rate: int, seconds: float, segment: tuple[float, float] | None = None
+               ) -> tuple[np.ndarray, str]:
+    """(waveform, sha256 hex): a WAV file as float32 mono in [-1, 1] at ``rate`` Hz, only its ``segment``
+    [start, end) in seconds when given (AVE's event, as PMR's ``extractWav_SE`` cuts it), tiled (repeated
+    from the start) or cut to exactly ``seconds``, as OGM-GE does for CREMA-D (``np.tile(samples, 3)[:22050*3]``)."""
     data = _read(path)
     try:
         source_rate, samples = wavfile.read(io.BytesIO(data))
@@ -69,6 +71,10 @@ def read_audio(path: Path, rate: int, seconds: float) -> tuple[np.ndarray, str]:
         wave = wave.mean(axis=1)  # channels -> mono
     if source_rate != rate:
         wave = resample_poly(wave, rate, source_rate).astype(np.float32)
+    if segment is not None:
+        wave = wave[round(segment[0] * rate):round(segment[1] * rate)]
+        if wave.size == 0:
+            raise CorruptSource(path, f"holds no audio in the segment {segment[0]:g}-{segment[1]:g} s")
     length = round(rate * seconds)
     wave = np.tile(wave, -(-length // len(wave)))[:length]
     return np.clip(wave, -1.0, 1.0), hashlib.sha256(data).hexdigest()

@@ -88,6 +88,45 @@ def cremad_tree(root: Path, clips_per_emotion: int = 10, split_files: bool = Fal
     return {"names": names, "split": split}
 
 
+AVE_CATEGORIES = ("Bark", "Church bell", "Male speech, man speaking")
+
+
+def ave_tree(root: Path, per_class: tuple[int, int, int] = (8, 2, 3), seed: int = 0) -> dict:
+    """AVE's split files plus PMR's audio and event-segment frame folders under ``root``: per category
+    ``per_class`` videos in train/val/test, a WAV of 3-5 s each (every third at 22,050 Hz) and 2 frames;
+    an event segment of whole seconds inside it. The first train video of each category has no frame
+    folder; the first train video is listed a second time with another category (PMR's loader keeps the
+    first). Returns per split the rows kept, in order, as (video id, label, start, end, has_frames)."""
+    rng = np.random.default_rng(seed)
+    expected = {}
+    (root / "Audios").mkdir(parents=True, exist_ok=True)
+    for split, name, count in zip(("pool", "val", "test"), ("train", "val", "test"), per_class):
+        rows = []
+        for label, category in enumerate(AVE_CATEGORIES):
+            for i in range(count):
+                video = f"{name[:2]}{label}{i}" + "".join(rng.choice(list("ABCDEFGHJK"), size=6))
+                rate = 22050 if i % 3 == 2 else 16000
+                duration = int(rng.integers(3, 6))
+                start = int(rng.integers(0, duration - 1))
+                end = int(rng.integers(start + 1, duration + 1))
+                wave = rng.normal(0, 0.05 * (1 + label), size=rate * duration)
+                wavfile.write(root / "Audios" / f"{video}.wav", rate, (wave.clip(-1, 1) * 32767).astype(np.int16))
+                has_frames = not (split == "pool" and i == 0)
+                if has_frames:
+                    for f in range(2):
+                        _jpeg(root / "Image-01-FPS-SE" / video / f"{f:05d}.jpg", rng, label)
+                rows.append((category, video, start, end, label, has_frames))
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+        lines = [f"{c}&{v}&good&{s}&{e}" for c, v, s, e, _, _ in rows]
+        if split == "pool":
+            first = rows[0]
+            other = AVE_CATEGORIES[(AVE_CATEGORIES.index(first[0]) + 1) % len(AVE_CATEGORIES)]
+            lines.append(f"{other}&{first[1]}&good&0&1")
+        (root / f"{name}Set.txt").write_text("\n".join(lines) + "\n")
+        expected[split] = [(v, label, s, e, f) for _, v, s, e, label, f in rows]
+    return expected
+
+
 def random_backbones(folder: Path, full_size: bool = False) -> dict[str, Path]:
     """Random-initialised image (ResNet), text (BERT) and audio (AST) folders with their preprocessor files,
     as ``hf download`` would leave real ones, built offline from configs. ``full_size``: the architectures

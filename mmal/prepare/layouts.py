@@ -23,6 +23,16 @@ every problem with the folder itself is reported before any extraction starts.
   Six emotions in OGM-GE's label order (NEU HAP SAD FEA DIS ANG), read from the clip name. Without the
   split files every clip of ``AudioWAV`` is split 90/10 stratified by emotion with seed 0 (OGM-GE's files
   hold 6,698 and 744 clips). A WAV or frame folder that is not there is an absent modality for that clip.
+- **AVE** (Tian et al., 2018; the release's split files plus the audio and the event-segment frames that
+  PMR's ``data/AVE/mp4_to_wav.py`` and ``video_preprocessing.py`` (``extractImage_SE``) write)::
+
+      <root>/{train,val,test}Set.txt     rows: <category>&<video id>&<quality>&<start s>&<end s>
+      <root>/Audios/<video id>.wav
+      <root>/Image-<fps:02d>-FPS-SE/<video id>/<frame>.jpg
+
+  ``pool``/``val``/``test`` = the release's train/val/test sets; 28 categories, sorted (label = position);
+  a video listed twice in one split keeps its first row, as PMR's loader does. The audio is the event
+  segment [start, end) of the WAV, tiled to 10 s (PMR's ``extractWav_SE``).
 """
 
 from __future__ import annotations
@@ -44,13 +54,15 @@ CREMAD_TEST_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class Sample:
-    """One row: its split (``pool`` or ``test``), label, a name that identifies it in the raw data, and per
-    modality its source: a file, a folder of frames, a text, or None where the modality is absent."""
+    """One row: its split (``pool``, ``val`` or ``test``), label, a name that identifies it in the raw data,
+    per modality its source (a file, a folder of frames, a text, or None where the modality is absent), and
+    the part of the audio to read, in seconds (None = all of it)."""
 
     split: str
     label: int
     name: str
     sources: dict[str, Path | str | None]
+    segment: tuple[float, float] | None = None
 
 
 @dataclass
@@ -64,9 +76,8 @@ class Layout:
     samples: list[Sample]
     index_files: list[Path] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)  # how the rows were chosen, for the manifest
-
-    def split(self, name: str) -> list[Sample]:
-        return [s for s in self.samples if s.split == name]
+    splits: tuple[str, ...] = ("pool", "test")  # val, when absent, is drawn from the pool at load time
+    seconds: float = 3.0  # audio clips are tiled or cut to this length unless --seconds says otherwise
 
 
 def food101(root: Path) -> Layout:
@@ -166,4 +177,58 @@ def _cremad_emotion(name: str, path: Path) -> str:
     return parts[2]
 
 
-LAYOUTS: dict[str, Callable[..., Layout]] = {"food101": food101, "cremad": cremad}
+def ave(root: Path, fps: int = 1) -> Layout:
+    """AVE under ``root`` with event-segment frames extracted at ``fps`` (module docstring)."""
+    audio, frames = root / "Audios", root / f"Image-{fps:02d}-FPS-SE"
+    if not audio.is_dir():
+        raise ConfigError("--root", str(root), f"no folder {audio}: one WAV per video, as PMR's mp4_to_wav.py "
+                                               "writes it from AVE/<video id>.mp4 (docs/datasets.md)")
+    if not frames.is_dir():
+        raise ConfigError("--fps", fps, f"no folder {frames}: the event-segment frames of every video, as PMR's "
+                                        f"video_preprocessing.py (extractImage_SE) writes them at {fps} per second")
+    tables = {split: root / f"{name}Set.txt" for split, name in (("pool", "train"), ("val", "val"), ("test", "test"))}
+    rows = {split: _ave_table(table) for split, table in tables.items()}
+    classes = sorted({category for split_rows in rows.values() for category, *_ in split_rows})
+    samples, repeated = [], 0
+    for split, split_rows in rows.items():
+        seen = set()
+        for category, video, start, end in split_rows:
+            if video in seen:
+                repeated += 1
+                continue
+            seen.add(video)
+            wav, folder = audio / f"{video}.wav", frames / video
+            has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+            samples.append(Sample(split, classes.index(category), video,
+                                  {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None},
+                                  segment=(start, end)))
+    return Layout("ave", classes, {"audio": "audio", "visual": "frames"}, samples, list(tables.values()),
+                  {"splits": "pool = trainSet.txt, val = valSet.txt, test = testSet.txt (the AVE release)",
+                   "repeated_videos_left_out": repeated}, splits=("pool", "val", "test"), seconds=10.0)
+
+
+def _ave_table(path: Path) -> list[tuple[str, str, float, float]]:
+    """(category, video id, start, end) of each row of an AVE split file (rows ``<category>&<video id>&
+    <quality>&<start>&<end>``; a header row ``Category&VideoID&...`` is skipped)."""
+    if not path.is_file():
+        raise ConfigError("--root", str(path.parent), f"no file {path}: AVE lists its splits in trainSet.txt, "
+                                                      "valSet.txt and testSet.txt")
+    rows = []
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = text.strip().split("&")
+        if not text.strip() or (line == 1 and fields[0] == "Category"):
+            continue
+        try:
+            category, video, _, start, end = fields
+            rows.append((category, video, float(start), float(end)))
+            if not 0 <= rows[-1][2] < rows[-1][3]:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("--root", str(path.parent), f"{path} line {line}: expected <category>&<video id>&"
+                                                          f"<quality>&<start s>&<end s> with start < end, got "
+                                                          f"{text.strip()!r}") from None
+    return rows
+
+
+LAYOUTS: dict[str, Callable[..., Layout]] = {"food101": food101, "cremad": cremad, "ave": ave}
+WITH_FRAMES = ("cremad", "ave")  # the layouts that take --fps

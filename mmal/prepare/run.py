@@ -28,10 +28,9 @@ import torch
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.prepare.decode import CorruptSource, file_digest, read_audio, read_frames, read_image, text_digest
 from mmal.prepare.extractors import Extractor, LogMel, Pixels, Pretrained
-from mmal.prepare.layouts import LAYOUTS, Layout, Sample
+from mmal.prepare.layouts import LAYOUTS, WITH_FRAMES, Layout, Sample
 from mmal.prepare.store import Store
 
-SPLITS = ("pool", "test")
 PRESENT, ABSENT, CORRUPT = 0, 1, 2
 STATUS = ("present", "absent", "corrupt")
 MODEL_FLAGS = {"image": "--image-model", "frames": "--image-model", "text": "--text-model", "audio": "--audio-model"}
@@ -39,7 +38,7 @@ MODEL_FLAGS = {"image": "--image-model", "frames": "--image-model", "text": "--t
 
 def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str, str | None] | None = None,
             raw: Sequence[str] = (), image_size: int = 64, frames: int = 1, fps: int = 1, n_mels: int = 128,
-            seconds: float = 3.0, max_length: int = 128, batch_size: int = 64, device: str = "auto",
+            seconds: float | None = None, max_length: int = 128, batch_size: int = 64, device: str = "auto",
             precision: str = "fp32", on_corrupt: str = "stop", workers: int = 4, progress: bool = True) -> dict:
     """Prepare ``dataset`` from ``root`` into ``out`` and return the manifest (module docstring).
 
@@ -50,7 +49,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
         image_size: side of raw images and frames; frames: frames per clip (embeddings are averaged, raw
             frames stacked on channels); fps: which ``Image-<fps>-FPS`` folder (CREMA-D).
         n_mels, seconds: raw log-mel bands and clip length (every clip is tiled or cut to ``seconds``, for
-            embeddings too); max_length: tokens per text.
+            embeddings too; None = the dataset's: 3 s CREMA-D, 10 s AVE); max_length: tokens per text.
         batch_size, workers, device (``auto`` = CUDA when present), precision (``fp32`` | ``bf16``):
             how fast, not what: only precision changes the numbers, so only it is part of the settings.
     """
@@ -61,7 +60,8 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     for key, value in [("--image-size", image_size), ("--frames", frames), ("--fps", fps), ("--n-mels", n_mels),
                        ("--text-max-length", max_length), ("--batch-size", batch_size), ("--workers", workers)]:
         check_int(key, value, 1)
-    check_number("--seconds", seconds, 0.1)
+    if seconds is not None:
+        check_number("--seconds", seconds, 0.1)
     check_choice("--device", device, ["auto", "cpu", "cuda"])
     check_choice("--precision", precision, ["fp32", "bf16"])
     check_choice("--on-corrupt", on_corrupt, ["stop", "absent"])
@@ -69,7 +69,8 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
         raise ConfigError("--device", device, "no CUDA device is available here; use auto or cpu")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
-    layout = LAYOUTS[dataset](root, fps=fps) if dataset == "cremad" else LAYOUTS[dataset](root)
+    layout = LAYOUTS[dataset](root, fps=fps) if dataset in WITH_FRAMES else LAYOUTS[dataset](root)
+    seconds = layout.seconds if seconds is None else seconds
     names = list(layout.kinds)
     if any(m not in names or layout.kinds[m] == "text" for m in raw):
         raise ConfigError("--raw", list(raw), f"modalities of {dataset} that can be stored raw: "
@@ -89,9 +90,14 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
 
     kept = [s for s in layout.samples if any(v is not None for v in s.sources.values())]
     dropped = [s.name for s in layout.samples if all(v is None for v in s.sources.values())]
-    settings = _settings(layout, root, extractors, raw, image_size=image_size, frames=frames, fps=fps,
-                         n_mels=n_mels, seconds=seconds, max_length=max_length, precision=precision,
-                         on_corrupt=on_corrupt)
+    kinds = {layout.kinds[m] for m in names}
+    options = {"precision": precision, "on_corrupt": on_corrupt}  # and those that apply to this dataset:
+    options |= {"max_length": max_length} if "text" in kinds else {}
+    options |= {"seconds": seconds} if "audio" in kinds else {}
+    options |= {"frames": frames, "fps": fps} if "frames" in kinds else {}
+    options |= {"n_mels": n_mels} if any(layout.kinds[m] == "audio" for m in raw) else {}
+    options |= {"image_size": image_size} if any(layout.kinds[m] in ("image", "frames") for m in raw) else {}
+    settings = _settings(layout, root, extractors, raw, **options)
     store = Store(out, settings)
     if store.finished():
         print(f"{out} already holds this preparation ({out / 'manifest.json'}); nothing to do")
@@ -99,11 +105,11 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
 
     started = time.perf_counter()
     rate = next((e.rate for e in extractors.values() if getattr(e, "rate", None)), 16000)
-    read = {"image": lambda p: read_image(p), "frames": lambda p: read_frames(p, frames),
-            "audio": lambda p: read_audio(p, rate, seconds), "text": lambda t: (t, text_digest(t))}
+    read = {"image": lambda p, s: read_image(p), "frames": lambda p, s: read_frames(p, frames),
+            "audio": lambda p, s: read_audio(p, rate, seconds, s.segment), "text": lambda t, s: (t, text_digest(t))}
     counts = {}
     with ThreadPoolExecutor(workers) as pool:
-        for split in SPLITS:
+        for split in layout.splits:
             rows = [s for s in kept if s.split == split]
             arrays = store.arrays(split, len(rows), {
                 **{m: (e.shape, e.dtype) for m, e in extractors.items()},
@@ -123,7 +129,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
                                                           for j, m in enumerate(names)}
                                                    for code, what in ((ABSENT, "absent"), (CORRUPT, "corrupt"))}}
             np.save(store.work / split / "modalities.npy", np.array(names))
-    sources = _sources_csv(kept, names, root, store)
+    sources = _sources_csv(kept, names, root, store, layout.splits)
     manifest = {
         "dataset": dataset, "classes": layout.classes, "modalities": names, "kinds": layout.kinds,
         "settings": settings, "splits": counts, "dropped": dropped, "sources_sha256": _sha(sources),
@@ -132,7 +138,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "train": f"python -m mmal.train dataset={dataset} dataset.root={out}",
     }
-    store.finish(manifest, {"sources.csv": sources}, keep=SPLITS)
+    store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
     return manifest
 
 
@@ -144,7 +150,7 @@ def _write_batch(batch: list[Sample], first: int, names: list[str], layout: Layo
         if source is None:
             return ABSENT, None, b""
         try:
-            item, sha = read[layout.kinds[m]](source)
+            item, sha = read[layout.kinds[m]](source, sample)
         except CorruptSource:
             if on_corrupt == "stop":
                 raise
@@ -184,13 +190,13 @@ def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw:
     }
 
 
-def _sources_csv(samples: list[Sample], names: list[str], root: Path, store: Store) -> str:
+def _sources_csv(samples: list[Sample], names: list[str], root: Path, store: Store, splits: tuple[str, ...]) -> str:
     """One line per prepared row: split, row, name, label, and per modality its source, status and sha256."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     columns = [f"{m}_{c}" for m in names for c in ("source", "status", "sha256")]
     writer.writerow(["split", "row", "name", "label", *columns])
-    for split in SPLITS:
+    for split in splits:
         rows = [s for s in samples if s.split == split]
         status = np.load(store.work / f"{split}.sources" / "status.npy")
         sha = np.load(store.work / f"{split}.sources" / "sha256.npy")
