@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from mmal.data import Pitfall, load_features, make_mfeat
 from mmal.data.features import save_features
 from mmal.data.mfeat import MFEAT_DIR, VIEWS
-from mmal.data.real import centroid_distance
+from mmal.data.real import centroid_distance, standardised
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.train import run
@@ -134,6 +134,16 @@ def test_features_standardise_with_pool_statistics_of_present_rows(feature_root)
     expected = (text - text.mean(0)) / text.std(0)
     assert torch.allclose(data.pool.x["text"][data.pool.mask[:, 1]].double(), expected, atol=1e-5)
     assert data.val.x["image"].mean(0).abs().max() > 0.01
+
+
+def test_standardising_in_row_chunks_is_the_whole_tensor_expression_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    for shape in [(1000, 7), (1001, 3, 4, 5), (1, 2)]:
+        v = torch.randn(shape, generator=g) * 3 + 1
+        mean, std = v.double().mean(0), v.double().std(0).clamp_min(1e-6) if len(v) > 1 else 1.0
+        whole = ((v.double() - mean) / std).float()
+        for rows in (1, 64, 4096):
+            assert torch.equal(standardised(v, mean, std, rows), whole)
 
 
 def test_shipped_example_is_what_the_script_writes(tmp_path):

@@ -68,9 +68,9 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
         present = splits["pool"].x[m][splits["pool"].mask[:, i]].double()  # (N_present, D_m)
         mean = present.mean(0) if len(present) else 0.0
         std = present.std(0).clamp_min(1e-6) if len(present) > 1 else 1.0  # constant features stay 0
-        for s in SPLITS:
-            v = x[s][m].double()
-            x[s][m] = ((v - mean) / std if standardise else v).float()
+        if standardise:
+            for s in SPLITS:
+                x[s][m] = standardised(x[s][m], mean, std)
 
     for m, sigma in zip(names, pitfall.per_modality("feature_noise", names)):
         if sigma > 0:
@@ -85,6 +85,16 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
         mask = splits[s].mask & pitfall_mask(pitfall, s, splits[s].y, g, num_classes, names, hardness)
         out[s] = MultimodalData(x=x[s], mask=mask, y=splits[s].y, modalities=names).with_mask(mask)
     return MultimodalDataset(**out, num_classes=num_classes, ground_truth={})
+
+
+def standardised(v: Tensor, mean: Tensor | float, std: Tensor | float, rows: int = 4096) -> Tensor:
+    """``(v - mean) / std`` computed in float64 and stored as float32, ``rows`` rows at a time: each element
+    is what the whole-tensor expression gives, without its three float64 copies of ``v`` (at 90k rows of
+    raw images those are what runs out of memory)."""
+    out = torch.empty_like(v)
+    for a in range(0, len(v), rows):
+        out[a:a + rows] = ((v[a:a + rows].double() - mean) / std).float()
+    return out
 
 
 def centroid_distance(pool_x: dict[str, Tensor], pool: MultimodalData, x: dict[str, Tensor], y: Tensor,
