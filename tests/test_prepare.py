@@ -100,6 +100,7 @@ def test_food101_manifest_records_checksums_backbones_settings_and_the_absent_ro
     settings = manifest["settings"]
     assert settings["modalities"]["image"]["weights_sha256"] == _sha256(models["image"] / "model.safetensors")
     assert settings["modalities"]["text"]["model"] == "BertModel"
+    assert settings["modalities"]["image"]["processor"] in ("ConvNextImageProcessorPil", "ConvNextImageProcessor")
     assert settings["index_files"]["texts/train_titles.csv"] == _sha256(root / "texts" / "train_titles.csv")
     assert settings["max_length"] == 128 and settings["precision"] == "fp32"
     pool = expected["pool"]

@@ -179,7 +179,10 @@ def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw:
     for m, e in extractors.items():
         if isinstance(e, Pretrained):
             backbones[m] = {"folder": str(e.folder.resolve()), "weights": e.weights.name,
-                            "weights_sha256": file_digest(e.weights), "model": type(e.model).__name__}
+                            "weights_sha256": file_digest(e.weights), "model": type(e.model).__name__,
+                            # transformers picks a torchvision or a PIL image processor by what is installed;
+                            # they resize differently, so which one ran is part of the numbers
+                            "processor": type(e.processor).__name__}
         else:
             backbones[m] = {"raw": type(e).__name__}
     return {
