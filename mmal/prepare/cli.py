@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"mmal-prepare: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"mmal-prepare: stopped. Every batch written so far is kept in {args.out}/.incomplete: rerun the "
+              "same command to resume", file=sys.stderr)
+        sys.exit(130)
     except CorruptSource as err:
         print(f"mmal-prepare: error: {err}. The rows before it are kept in {args.out}/.incomplete: replace or "
               "remove the file and rerun the same command to resume, or add --on-corrupt absent to mark such "
