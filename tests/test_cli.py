@@ -348,7 +348,8 @@ def test_each_pitfall_config_makes_the_data_it_describes(pitfall):
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
-def test_every_experiment_grid_composes_and_validates(experiment, prepared_roots):
+def test_every_experiment_grid_composes_and_validates(experiment, prepared_roots, tmp_path):
+    from mmal.sweep import check_jobs
     from mmal.train import prepare
 
     # An experiment on data mmal-prepare writes runs here on the prepared fixture tree, with a budget that
@@ -361,5 +362,10 @@ def test_every_experiment_grid_composes_and_validates(experiment, prepared_roots
         hydra_cfg = compose("config", [f"+experiment={experiment}", *on_fixture], return_hydra_config=True).hydra
     params = hydra_cfg.sweeper.params
     assert {"query", "seed"} <= set(params)
-    for query in params.query.split(","):  # every strategy of the grid exists and fits its model
-        assert (CONF / "query" / f"{query}.yaml").exists()
+    queries = params.query.split(",")
+    # Every strategy of the grid builds and fits the grid's model (bmmal needs model.aux_heads), the other
+    # swept keys at their first value, as mmal's sweeper checks a grid before its first job.
+    first = [f"{k}={str(v).split(',')[0]}" for k, v in params.items() if k not in ("query", "seed")]
+    jobs = [(q, compose_config([f"+experiment={experiment}", *on_fixture, *first, f"query={q}"]), tmp_path / q)
+            for q in queries]
+    assert check_jobs(jobs) == {}
