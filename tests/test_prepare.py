@@ -416,3 +416,18 @@ def test_ave_three_splits_event_segments_and_repeated_videos(tmp_path):
     assert np.array_equal(np.load(out / "pool" / "audio.npy")[i], LogMel(16, 2.0)([wave])[0])
     data = load_features(Pitfall(), 0, str(out))  # three splits: val as given
     assert (len(data.pool), len(data.val), len(data.test)) == (24, 6, 9)
+
+
+@pytest.mark.slow
+def test_the_training_command_a_raw_preparation_prints_trains_its_cnn(prepared_roots, tmp_path):
+    manifest = json.loads((prepared_roots["cremad_raw"] / "manifest.json").read_text())
+    command = shlex.split(manifest["train"])
+    assert command[:4] == ["python", "-m", "mmal.train", "dataset=cremad"]
+    assert "+model.encoders.audio={_target_: mmal.models.encoders.ConvEncoder, _partial_: true}" in command
+    small = ["al.initial_size=9", "al.query_size=6", "al.cycles=1", "trainer.epochs=2", "dataset.val_fraction=0.2",
+             "logger=none", "trainer.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run([sys.executable, *command[1:], *small], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    used = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+    assert used.count("mmal.models.encoders.ConvEncoder") == 2
+    assert [r["n_labeled"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [9, 15]

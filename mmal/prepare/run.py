@@ -134,9 +134,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
         "dataset": dataset, "classes": layout.classes, "modalities": names, "kinds": layout.kinds,
         "settings": settings, "splits": counts, "dropped": dropped, "sources_sha256": _sha(sources),
         "arrays": {m: {"shape": list(e.shape), "dtype": e.dtype.name} for m, e in extractors.items()},
-        "device": device, "seconds": round(time.perf_counter() - started, 1),
+        "device": device, "elapsed_seconds": round(time.perf_counter() - started, 1),  # of the last invocation
         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "train": f"python -m mmal.train dataset={dataset} dataset.root={out}",
+        "train": _train_command(dataset, out, raw),
     }
     store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
     return manifest
@@ -211,6 +211,13 @@ def _sources_csv(samples: list[Sample], names: list[str], root: Path, store: Sto
                 cells += [where, STATUS[status[i, j]], sha[i, j].decode()]
             writer.writerow([split, i, s.name, s.label, *cells])
     return text.getvalue()
+
+
+def _train_command(dataset: str, out: Path, raw: Sequence[str]) -> str:
+    """The command that trains on the result: raw modalities get the CNN encoder."""
+    cnn = "{_target_: mmal.models.encoders.ConvEncoder, _partial_: true}"
+    return " ".join([f"python -m mmal.train dataset={dataset} dataset.root={out}",
+                     *[f"'+model.encoders.{m}={cnn}'" for m in raw]])
 
 
 def _sha(text: str) -> str:
