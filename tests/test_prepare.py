@@ -281,6 +281,11 @@ def test_bad_layouts_name_the_file_and_line(tmp_path):
         prepare("cremad", crema, tmp_path / "out", raw=["audio", "visual"], progress=False)
     with pytest.raises(ConfigError, match=r"--fps=2: no folder .*Image-02-FPS"):
         prepare("cremad", crema, tmp_path / "out", raw=["audio", "visual"], fps=2, progress=False)
+    ave = tmp_path / "ave"
+    ave_tree(ave, per_class=(2, 1, 1))
+    (ave / "valSet.txt").write_text("")
+    with pytest.raises(ConfigError, match=r"split 'val' has no row with any modality present \(pool = trainSet.txt"):
+        prepare("ave", ave, tmp_path / "out", raw=["audio", "visual"], progress=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -22,6 +22,7 @@ without its normalisation (mmal standardises with pool statistics when it loads 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +33,15 @@ import torch
 from mmal.errors import ConfigError
 
 KINDS = ("image", "frames", "text", "audio")
-# AST's 128 bands over a 512-point FFT at 16 kHz leave the lowest filters without a frequency bin (Kaldi's fbank
-# and the pretrained AST have them too); transformers warns about it on every batch.
-warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+
+
+@contextlib.contextmanager
+def _no_empty_mel_filter_warning():
+    """AST's 128 bands over a 512-point FFT at 16 kHz leave the lowest filters without a frequency bin (Kaldi's
+    fbank and the pretrained AST have them too); transformers warns about it each time it builds them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+        yield
 EXAMPLE_MODELS = {"image": "microsoft/resnet-50", "frames": "microsoft/resnet-50", "text": "bert-base-uncased",
                   "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -72,7 +79,8 @@ class Pretrained(Extractor):
             if kind == "text":
                 self.processor = transformers.AutoTokenizer.from_pretrained(folder, **load)
             elif kind == "audio":
-                self.processor = transformers.AutoFeatureExtractor.from_pretrained(folder, **load)
+                with _no_empty_mel_filter_warning():
+                    self.processor = transformers.AutoFeatureExtractor.from_pretrained(folder, **load)
             else:
                 self.processor = transformers.AutoImageProcessor.from_pretrained(folder, **load)
         except (OSError, ValueError) as err:
@@ -135,8 +143,9 @@ class LogMel(Extractor):
         from transformers import ASTFeatureExtractor
 
         frames = 1 + (round(rate * seconds) - round(0.025 * rate)) // round(0.010 * rate)  # Kaldi fbank, snip_edges
-        self.fbank = ASTFeatureExtractor(num_mel_bins=n_mels, max_length=frames, sampling_rate=rate,
-                                         do_normalize=False)
+        with _no_empty_mel_filter_warning():
+            self.fbank = ASTFeatureExtractor(num_mel_bins=n_mels, max_length=frames, sampling_rate=rate,
+                                             do_normalize=False)
         self.rate = rate
         self.shape, self.dtype = (1, n_mels, frames), np.dtype(np.float32)
 

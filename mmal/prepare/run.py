@@ -90,6 +90,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
 
     kept = [s for s in layout.samples if any(v is not None for v in s.sources.values())]
     dropped = [s.name for s in layout.samples if all(v is None for v in s.sources.values())]
+    if empty := [split for split in layout.splits if not any(s.split == split for s in kept)]:
+        raise ConfigError("--root", str(root), f"split {empty[0]!r} has no row with any modality present "
+                                               f"({layout.notes['splits']})")
     kinds = {layout.kinds[m] for m in names}
     options = {"precision": precision, "on_corrupt": on_corrupt}  # and those that apply to this dataset:
     options |= {"max_length": max_length} if "text" in kinds else {}
