@@ -32,8 +32,6 @@ import torch
 
 from mmal.errors import ConfigError
 
-KINDS = ("image", "frames", "text", "audio")
-
 
 @contextlib.contextmanager
 def _no_empty_mel_filter_warning():
