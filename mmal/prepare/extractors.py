@@ -32,6 +32,10 @@ import torch
 
 from mmal.errors import ConfigError
 
+EXAMPLE_MODELS = {"image": "microsoft/resnet-50", "frames": "microsoft/resnet-50", "text": "bert-base-uncased",
+                  "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
 
 @contextlib.contextmanager
 def _no_empty_mel_filter_warning():
@@ -40,9 +44,6 @@ def _no_empty_mel_filter_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
         yield
-EXAMPLE_MODELS = {"image": "microsoft/resnet-50", "frames": "microsoft/resnet-50", "text": "bert-base-uncased",
-                  "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"}
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 class Extractor:

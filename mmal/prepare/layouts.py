@@ -147,12 +147,18 @@ def cremad(root: Path, fps: int = 1) -> Layout:
     samples = []
     for split, names in clips.items():
         for name in names:
-            wav, folder = audio / f"{name}.wav", frames / name
-            has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
-            samples.append(Sample(split, CREMAD_EMOTIONS.index(_cremad_emotion(name, wav)), name,
-                                  {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None}))
+            label = CREMAD_EMOTIONS.index(_cremad_emotion(name, audio / f"{name}.wav"))
+            samples.append(Sample(split, label, name, _audio_visual(audio, frames, name)))
     present = [t for t in tables if t.is_file()]
     return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": "audio", "visual": "frames"}, samples, present, notes)
+
+
+def _audio_visual(audio: Path, frames: Path, name: str) -> dict[str, Path | None]:
+    """The sources of one clip of an audio-visual layout: ``<audio>/<name>.wav`` and the frame folder
+    ``<frames>/<name>/``, each None where it is not there (a folder without images counts as not there)."""
+    wav, folder = audio / f"{name}.wav", frames / name
+    has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    return {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None}
 
 
 def _cremad_table(path: Path) -> list[str]:
@@ -197,10 +203,7 @@ def ave(root: Path, fps: int = 1) -> Layout:
                 repeated += 1
                 continue
             seen.add(video)
-            wav, folder = audio / f"{video}.wav", frames / video
-            has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
-            samples.append(Sample(split, classes.index(category), video,
-                                  {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None},
+            samples.append(Sample(split, classes.index(category), video, _audio_visual(audio, frames, video),
                                   segment=(start, end)))
     return Layout("ave", classes, {"audio": "audio", "visual": "frames"}, samples, list(tables.values()),
                   {"splits": "pool = trainSet.txt, val = valSet.txt, test = testSet.txt (the AVE release)",
