@@ -79,14 +79,15 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     extractors: dict[str, Extractor] = {}
     for m in names:
         kind = layout.kinds[m]
+        backbone = models.get("image" if kind == "frames" else kind)  # frames go through the image model
         if m in raw:
             extractors[m] = LogMel(n_mels, seconds) if kind == "audio" else Pixels(kind, image_size, frames)
-        elif not models.get("image" if kind == "frames" else kind):
+        elif not backbone:
             raise ConfigError(MODEL_FLAGS[kind], None, f"a local model folder for {dataset}'s {m!r} modality, or "
                                                        f"--raw {m} to store it as raw tensors")
         else:
-            folder = Path(models["image" if kind == "frames" else kind])
-            extractors[m] = Pretrained(kind, folder, MODEL_FLAGS[kind], device, precision == "bf16", max_length)
+            extractors[m] = Pretrained(kind, Path(backbone), MODEL_FLAGS[kind], device, precision == "bf16",
+                                       max_length)
 
     kept = [s for s in layout.samples if any(v is not None for v in s.sources.values())]
     dropped = [s.name for s in layout.samples if all(v is None for v in s.sources.values())]

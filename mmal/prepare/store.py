@@ -68,9 +68,7 @@ class Store:
 
     def commit(self, split: str, rows_done: int) -> None:
         """Record that the first ``rows_done`` rows of ``split`` are written, once they are on disk."""
-        for arrays in self._arrays.values():
-            for array in arrays.values():
-                array.flush()
+        self._flush()
         progress = self.work / "progress.json"
         state = json.loads(progress.read_text()) if progress.is_file() else {}
         _write_json(progress, {**state, split: rows_done})
@@ -78,9 +76,7 @@ class Store:
     def finish(self, manifest: dict, extra: dict[str, str], keep: tuple[str, ...]) -> None:
         """Move the split folders ``keep`` into ``out``, write ``extra`` files (name -> text), then the
         manifest; the rest of the work folder (bookkeeping arrays) goes."""
-        for arrays in self._arrays.values():
-            for array in arrays.values():
-                array.flush()
+        self._flush()
         self._arrays = {}
         for split in keep:
             shutil.move(str(self.work / split), str(self.out / split))
@@ -88,6 +84,11 @@ class Store:
             (self.out / name).write_text(text)
         _write_json(self.out / MANIFEST, manifest)
         shutil.rmtree(self.work)
+
+    def _flush(self) -> None:
+        for arrays in self._arrays.values():
+            for array in arrays.values():
+                array.flush()
 
 
 def _refuse_other(key: str, out: Path, found: dict, wanted: dict, what: str) -> None:
