@@ -16,8 +16,8 @@ from mmal.metrics.names import (
     CYCLE,
     DEFICIT,
     FINAL_PREFIX,
+    GAP_ENSEMBLE,
     GAP_NEGLECT,
-    GAP_SHAPLEY,
     MACRO_F1,
     MASKED_ACC,
     N_LABELED,
@@ -28,6 +28,8 @@ from mmal.metrics.names import (
     TIME_SELECT,
     TIME_TRAIN,
     aubc_key,
+    ci_hi,
+    ci_lo,
     prefix,
 )
 
@@ -141,6 +143,13 @@ class WandbSink(Sink):
                     ys=[[r[k] for r in records if k in r] for k in keys],
                     keys=[k.removeprefix(prefix(family)) for k in keys], xname=N_LABELED,
                     title=f"{what} per modality vs labeled samples")
+        # The headline with its band: three lines (value and the ends of its 95 % bootstrap interval).
+        band = [k for k in (GAP_ENSEMBLE, ci_lo(GAP_ENSEMBLE), ci_hi(GAP_ENSEMBLE)) if any(k in r for r in records)]
+        if band:
+            media[f"charts/{GAP_ENSEMBLE}"] = wandb.plot.line_series(
+                xs=[[r[N_LABELED] for r in records if k in r] for k in band],
+                ys=[[r[k] for r in records if k in r] for k in band], keys=band, xname=N_LABELED,
+                title="references' ensemble - fused accuracy, with its 95 % interval, vs labeled samples")
         media.update({f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(self.run_dir.glob("*.png"))})
         # At the last cycle's step, so the history keeps one row per cycle.
         self.run.log(media, step=records[-1][CYCLE] if records else None)
@@ -211,10 +220,11 @@ class RunLog:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         log.info(
-            f"cycle %d/%d  labeled %d  {ACC} %.4f  {MACRO_F1} %.4f  {GAP_NEGLECT} %.3f  {GAP_SHAPLEY} %.3f  "
-            "train %.2fs  references %.2fs  select %.3fs",
+            f"cycle %d/%d  labeled %d  {ACC} %.4f  {MACRO_F1} %.4f  {GAP_ENSEMBLE} %+.3f [%+.3f, %+.3f]  "
+            f"{GAP_NEGLECT} %.3f  train %.2fs  references %.2fs  select %.3fs",
             record[CYCLE], total_cycles, record[N_LABELED], record[ACC], record[MACRO_F1],
-            record.get(GAP_NEGLECT, float("nan")), record.get(GAP_SHAPLEY, float("nan")),
+            record.get(GAP_ENSEMBLE, float("nan")), record.get(ci_lo(GAP_ENSEMBLE), float("nan")),
+            record.get(ci_hi(GAP_ENSEMBLE), float("nan")), record.get(GAP_NEGLECT, float("nan")),
             record[TIME_TRAIN], record[TIME_REFERENCE], record[TIME_SELECT],
         )
         self.sink.log(record)

@@ -107,15 +107,15 @@ def run_active_learning(
         evaluation = evaluate_subsets(trainer, model, data.test)
         record[names.TIME_EVAL] = _since(start, device)
         start = time.perf_counter()
-        record.update(modality_diagnostics(trainer, model, data, rows, evaluation))
+        diagnostics = modality_diagnostics(trainer, model, data, rows, evaluation)
+        record.update(diagnostics)
         record[names.TIME_DIAGNOSE] = _since(start, device)
-        # Unimodal references on the same labeled rows: the fused model's deficit on each modality.
+        # Unimodal references on the same labeled rows: their ensemble and each modality against the fused model.
         record[names.TIME_REFERENCE] = 0.0
         if references.due(cycle, cycles):
             start = time.perf_counter()
-            record.update(references.measure(trainer, unimodal, data))
+            record.update(references.measure(trainer, unimodal, data, evaluation, diagnostics))
             record[names.TIME_REFERENCE] = _since(start, device)
-            record.update(references.deficits(record, data.modalities))
 
         # Query the next batch and reveal its labels (no query after the last training).
         record[names.TIME_SELECT] = 0.0
@@ -137,6 +137,7 @@ def run_active_learning(
 
     summary = summarise(records, data.ground_truth)
     summary[names.MODALITY_DROPOUT] = trainer.modality_dropout
+    summary[names.MASKED_IN_DISTRIBUTION] = model.masked_exact or trainer.modality_dropout > 0
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
     save_state(run_log.run_dir, {**state, "summary": summary})

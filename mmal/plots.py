@@ -14,6 +14,8 @@ from mmal.metrics.names import (
     CHANCE,
     DEFICIT,
     DEFICIT_REPR,
+    ENSEMBLE_ACC,
+    GAP_ENSEMBLE,
     GAP_NEGLECT,
     HEAD_ACC,
     MACRO_F1,
@@ -23,6 +25,8 @@ from mmal.metrics.names import (
     REF_REPR_ACC,
     REPR_ACC,
     SHAPLEY,
+    ci_hi,
+    ci_lo,
     per_modality,
     prefix,
 )
@@ -37,6 +41,14 @@ def _curve(ax: Any, records: list[dict[str, Any]], key: str, **style: Any) -> No
     points = [(r[N_LABELED], r[key]) for r in records if key in r]
     if points:
         ax.plot(*zip(*points), **style)
+
+
+def _with_band(ax: Any, records: list[dict[str, Any]], key: str, **style: Any) -> None:
+    """``key``'s curve and, where the records hold it, its 95 % paired-bootstrap interval as a band."""
+    _curve(ax, records, key, **style)
+    points = [(r[N_LABELED], r[ci_lo(key)], r[ci_hi(key)]) for r in records if ci_lo(key) in r]
+    if points:
+        ax.fill_between(*zip(*points), color=style.get("color"), alpha=0.15, lw=0)
 
 
 def _pyplot() -> Any:
@@ -70,30 +82,46 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     fig.savefig(paths[0], dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8), sharex=True)
+    gap, deficits, decision, accuracy, representation, contribution = axes.flat
+    _with_band(gap, records, GAP_ENSEMBLE, color="black", lw=2, label=f"{GAP_ENSEMBLE} (all test rows)")
+    patterns = [k for k in records[-1] if k.startswith(prefix(GAP_ENSEMBLE))]
+    for i, key in enumerate(patterns):
+        _with_band(gap, records, key, color=colors[i % len(colors)], ls="--", label=key)
+    _curve(accuracy, records, ACC, marker="o", color="black", label="fused model")
+    _curve(accuracy, records, ENSEMBLE_ACC, marker="s", ls=":", color="black", label="references' ensemble")
     for i, m in enumerate(_modalities(records)):
         color = colors[i % len(colors)]
-        _curve(axes[0, 0], records, per_modality(DEFICIT, m), marker="o", color=color, label=f"{m}: decision")
-        _curve(axes[0, 0], records, per_modality(DEFICIT_REPR, m), marker="x", ls=":", color=color,
+        _with_band(deficits, records, per_modality(DEFICIT, m), marker="o", color=color, label=f"{m}: decision")
+        _curve(deficits, records, per_modality(DEFICIT_REPR, m), marker="x", ls=":", color=color,
                label=f"{m}: representation")
-        _curve(axes[0, 1], records, per_modality(REF_ACC, m), marker="o", color=color, label=f"{m}: reference")
-        _curve(axes[0, 1], records, per_modality(MASKED_ACC, m), marker="s", ls=":", color=color,
+        _curve(decision, records, per_modality(REF_ACC, m), marker="o", color=color, label=f"{m}: reference")
+        _curve(decision, records, per_modality(MASKED_ACC, m), marker="s", ls=":", color=color,
                label=f"{m}: fused, only {m} present")
-        _curve(axes[0, 1], records, per_modality(HEAD_ACC, m), marker="^", ls="-.", color=color, lw=0.8,
+        _curve(decision, records, per_modality(HEAD_ACC, m), marker="^", ls="-.", color=color, lw=0.8,
                label=f"{m}: auxiliary head")
-        _curve(axes[1, 0], records, per_modality(REF_REPR_ACC, m), marker="o", color=color, label=f"{m}: reference")
-        _curve(axes[1, 0], records, per_modality(REPR_ACC, m), marker="s", ls=":", color=color, label=f"{m}: fused")
-        _curve(axes[1, 1], records, per_modality(SHAPLEY, m), marker="o", color=color, label=m)
+        _curve(representation, records, per_modality(REF_REPR_ACC, m), marker="o", color=color,
+               label=f"{m}: reference")
+        _curve(representation, records, per_modality(REPR_ACC, m), marker="s", ls=":", color=color,
+               label=f"{m}: fused")
+        _curve(contribution, records, per_modality(SHAPLEY, m), marker="o", color=color, label=m)
         if per_modality(BAYES_ACC, m) in ground_truth:
-            axes[0, 1].axhline(ground_truth[per_modality(BAYES_ACC, m)], ls="--", color=color, lw=0.8,
-                               label=f"{m}: best achievable")
-    _curve(axes[0, 0], records, GAP_NEGLECT, color="black", lw=2, label=f"{GAP_NEGLECT} (largest)")
-    axes[0, 0].axhline(0, color="gray", lw=0.8)
-    axes[0, 0].set(ylabel="(reference - fused) / (reference - chance)", title="Neglect of each modality")
-    axes[0, 1].set(ylabel="test accuracy from modality m alone", title="Decision level: reference vs fused model")
-    axes[1, 0].set(ylabel="linear probe on encoder m (fit on labeled rows)",
-                   title="Representation level: reference vs fused encoder")
-    axes[1, 1].set(ylabel="Shapley value of m for accuracy", title="Contribution to the fused accuracy")
+            decision.axhline(ground_truth[per_modality(BAYES_ACC, m)], ls="--", color=color, lw=0.8,
+                             label=f"{m}: best achievable")
+    if BAYES_ACC_ALL in ground_truth:
+        accuracy.axhline(ground_truth[BAYES_ACC_ALL], ls="--", color="gray", lw=0.8, label="best achievable")
+    _curve(deficits, records, GAP_NEGLECT, color="black", lw=2, label=f"{GAP_NEGLECT} (largest)")
+    for ax in (gap, deficits):
+        ax.axhline(0, color="gray", lw=0.8)
+    gap.set(ylabel="ensemble accuracy - fused accuracy",
+            title="Accuracy lost to joint training (95 % bootstrap band)")
+    deficits.set(ylabel="(reference - fused) / (reference - chance)",
+                 title="Neglect of each modality (masked; 95 % band)")
+    decision.set(ylabel="test accuracy from modality m alone", title="Decision level: reference vs fused model")
+    accuracy.set(ylabel="test accuracy", title="Fused model vs the references' ensemble")
+    representation.set(ylabel="linear probe on encoder m (fit on labeled rows)",
+                       title="Representation level: reference vs fused encoder")
+    contribution.set(ylabel="Shapley value of m for accuracy", title="Contribution to the fused accuracy")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # diagnostics.every=0 leaves the reference panels empty

@@ -30,12 +30,13 @@ def _job(sweep, num, overrides, summary=None, records=None, error=None):
 
 
 def _records(acc):
-    return [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": acc - 0.1 * (2 - c), "gap/neglect": 0.1} for c in range(3)]
+    return [{"cycle": c, "n_labeled": 10 * (c + 1), "acc": acc - 0.1 * (2 - c), "gap/neglect": 0.1,
+             "gap/ensemble": 0.1} for c in range(3)]
 
 
 def _summary(acc, gap):
-    return {"aubc/acc": acc, "aubc/gap_neglect": gap, "aubc/gap_neglect_repr": gap, "aubc/gap_shapley": gap,
-            "final/acc": acc + 0.05}
+    return {"aubc/acc": acc, "aubc/gap_ensemble": gap, "aubc/ensemble_acc": acc + gap, "aubc/gap_neglect": gap,
+            "aubc/gap_neglect_repr": gap, "aubc/gap_shapley": gap, "final/acc": acc + 0.05}
 
 
 def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
@@ -52,7 +53,7 @@ def test_paired_comparison_counts_significant_wins_and_ties(tmp_path):
     counts = pairwise(jobs, "aubc/acc", True, 0.05)
     assert counts[("good", "bad")] == [2, 0, 0] and counts[("bad", "good")] == [0, 0, 2]
     assert counts[("good", "same")] == [0, 2, 0]  # differences of +-0.005 around zero: not significant
-    gap = pairwise(jobs, "aubc/gap_neglect", False, 0.05)
+    gap = pairwise(jobs, "aubc/gap_ensemble", False, 0.05)
     assert gap[("good", "bad")] == [0, 2, 0]  # identical gaps: a tie
 
     report = write_report(tmp_path, tmp_path / "report")

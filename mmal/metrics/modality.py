@@ -16,6 +16,8 @@ says nothing about how the model uses m.
   players are the modalities the row has, and v(S) is whether the row is classified correctly with only
   S present; a modality the row lacks is a null player, so the average over rows with m is not shrunk by
   rows without it. ``gap/shapley``: max minus min over modalities.
+- ``train_loss``: the fused model's mean cross-entropy on the labeled rows it was trained on (without
+  dropout): about 0 once training has fit the labeled set, the check that the epoch budget converged.
 - ``v/all``, ``v/none``: accuracy over all test rows with every modality the row has / with none.
 
 The comparison with unimodal references (``ref_acc``, ``deficit``, ``gap/neglect``) is in
@@ -48,6 +50,7 @@ from mmal.metrics.names import (
     PROBE_DIGIT,
     REPR_ACC,
     SHAPLEY,
+    TRAIN_LOSS,
     V_ALL,
     V_NONE,
     per_modality,
@@ -87,6 +90,12 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
         warnings.simplefilter("ignore", ConvergenceWarning)  # a probe at its iteration cap still scores
         probe.fit(train_x.cpu().numpy(), train_y.cpu().numpy())
     return float(probe.score(test_x.cpu().numpy(), test_y.cpu().numpy()))
+
+
+def training_loss(probs: Tensor, y: Tensor) -> float:
+    """Mean cross-entropy of predictions ``probs`` (n, C) against labels ``y``: on the rows a model was
+    trained on, whether the training budget fit them (about 0: the labeled set is interpolated)."""
+    return -probs.gather(1, y[:, None]).clamp_min(1e-12).log().mean().item() if len(y) else float("nan")
 
 
 def chance_accuracy(y: Tensor) -> float:
@@ -154,6 +163,7 @@ def modality_diagnostics(trainer: Trainer, model: MultimodalClassifier, data: Mu
     out[V_ALL], out[V_NONE] = value[tuple(range(len(names)))], value[()]
     index = {s: i for i, s in enumerate(subsets(len(names)))}
     train = trainer.predict(model, data.pool, labeled)
+    out[TRAIN_LOSS] = training_loss(train.probs, data.pool.y[labeled])
     for i, m in enumerate(names):
         rows = present[:, i]
         y = data.test.y[rows]

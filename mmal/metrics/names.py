@@ -15,6 +15,11 @@ N_LABELED = "n_labeled"
 ACC = "acc"
 MACRO_F1 = "macro_f1"
 
+# The fused model's cross-entropy on its labeled rows after the cycle's training (has the budget fit them?), and
+# per modality the reference's, ref_train_loss/<m>.
+TRAIN_LOSS = "train_loss"
+REF_TRAIN_LOSS = "ref_train_loss"
+
 # Test accuracy with every modality present / with none (the Shapley set function at its two ends).
 V_ALL = "v/all"
 V_NONE = "v/none"
@@ -37,11 +42,22 @@ SHAPLEY = "shapley"  # Shapley value of m for accuracy, averaged over the rows t
 BAYES_ACC = "bayes_acc"
 BAYES_ACC_ALL = "bayes_acc/all"
 
-# Modality imbalance, one number per cycle: the largest deficit over modalities (the headline), the same at the
-# representation level, and max minus min of the Shapley values (contribution, not neglect).
+# The references' ensemble (mean of their log-probabilities over the modalities a row has) on test, and
+# modality imbalance, one number per cycle: the ensemble's accuracy minus the fused model's (the headline:
+# accuracy joint training lost against the modalities trained apart; per presence pattern as
+# per_modality(GAP_ENSEMBLE, "a+b") when test rows differ in which modalities they have), the largest deficit
+# over modalities, the same at the representation level, and max minus min of the Shapley values
+# (contribution, not neglect).
+ENSEMBLE_ACC = "ensemble_acc"
+GAP_ENSEMBLE = "gap/ensemble"
 GAP_NEGLECT = "gap/neglect"
 GAP_NEGLECT_REPR = "gap/neglect_repr"
 GAP_SHAPLEY = "gap/shapley"
+
+# The 95 % paired-bootstrap interval over test rows of a per-cycle neglect number (mmal.metrics.bootstrap):
+# ci_lo(GAP_ENSEMBLE) == "ci_lo/gap/ensemble".
+CI_LO_PREFIX = "ci_lo/"
+CI_HI_PREFIX = "ci_hi/"
 
 # A balancing method's own state over a cycle's training (mmal.balance), e.g. "balance/ogm_coeff/a".
 BALANCE_PREFIX = "balance/"
@@ -65,8 +81,12 @@ FINAL_PREFIX = "final/"  # the last cycle's value of every float metric not unde
 AUBC_PREFIX = "aubc/"  # area under the budget curve, aubc_key(metric), of each of AUBC_METRICS
 TOTAL_PREFIX = "total_"  # summed over cycles: TOTAL_PREFIX + TIME_TRAIN == "total_time/train"
 GROUND_TRUTH_PREFIX = "ground_truth/"  # the data's ground truth, e.g. "ground_truth/bayes_acc/all"
-MODALITY_DROPOUT = "modality_dropout"  # trainer.modality_dropout: whether masked evaluation was in-distribution
-AUBC_METRICS = (ACC, MACRO_F1, GAP_NEGLECT, GAP_NEGLECT_REPR, GAP_SHAPLEY)  # in summary.json's order
+MODALITY_DROPOUT = "modality_dropout"  # trainer.modality_dropout
+# Whether masked_acc (so deficit, gap/neglect, shapley) is the fused model's own prediction from the modality:
+# a fusion whose logits decompose over modalities (MultimodalClassifier.masked_exact) or training with
+# modality dropout; otherwise the masked prediction is out of distribution.
+MASKED_IN_DISTRIBUTION = "masked_in_distribution"
+AUBC_METRICS = (ACC, MACRO_F1, GAP_ENSEMBLE, ENSEMBLE_ACC, GAP_NEGLECT, GAP_NEGLECT_REPR, GAP_SHAPLEY)  # summary order
 NOT_SUMMARISED = (TIME_PREFIX, QUERY_PREFIX)
 
 
@@ -88,3 +108,13 @@ def aubc_key(metric: str) -> str:
 def bayes_key(subset: tuple[str, ...]) -> str:
     """The ground-truth key of a subset of modalities: ``bayes_key(("a", "b")) == "bayes_acc/a+b"``."""
     return f"{BAYES_ACC}/{'+'.join(subset)}"
+
+
+def ci_lo(key: str) -> str:
+    """The key of the lower end of ``key``'s 95 % interval: ``ci_lo(GAP_ENSEMBLE) == "ci_lo/gap/ensemble"``."""
+    return CI_LO_PREFIX + key
+
+
+def ci_hi(key: str) -> str:
+    """The key of the upper end of ``key``'s 95 % interval."""
+    return CI_HI_PREFIX + key

@@ -87,6 +87,11 @@ class MultimodalClassifier(nn.Module):
         self.aux_heads = nn.ModuleList(nn.Linear(d, num_classes) for d in emb_dims) if aux_heads else None
 
     @property
+    def masked_exact(self) -> bool:
+        """Whether masking every modality but m gives a term of the fused decision (``Fusion.masked_exact``)."""
+        return self.fusion.masked_exact
+
+    @property
     def capabilities(self) -> frozenset[str]:
         """What this model offers a query strategy (``QueryStrategy.needs``): ``modality_predictions``
         (auxiliary heads, or a fusion with ``modality_logits``) and ``dropout`` (a dropout layer with p > 0,

@@ -1,7 +1,7 @@
 """Per-modality encoders and the MLP block the heads share.
 
 Every encoder is built as ``encoder(in_shape=...)`` from the per-sample shape of its modality (``(D,)`` for
-flat features, ``(C, H, W)`` for images), maps a batch ``(B, *in_shape)`` to an embedding ``(B, out_dim)``
+flat features, ``(C, T)`` for time series, ``(C, H, W)`` for images), maps a batch ``(B, *in_shape)`` to an embedding ``(B, out_dim)``
 and exposes ``out_dim``. Encoders check their own hyperparameters under relative keys (``dropout``); the
 classifier adds the prefix (``model.encoder`` or ``model.encoders.<modality>``).
 """
@@ -91,6 +91,48 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c, kernel_size=3, padding=1), nn.ReLU(), pool]
             c_in = c
         layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * self.GRID ** 2, out_dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Conv1dEncoder(nn.Module):
+    """A small 1-D CNN for time-series modalities (B, C, T) -> (B, out_dim), ReLU-activated, e.g. the raw
+    sensor windows of ``dataset=watch`` (C = 3 axes, T = samples).
+
+    One Conv1d (``kernel_size``, odd, padded so the length is kept) - ReLU - max-pool stage per entry of
+    ``channels``: every stage but the last halves the series (MaxPool 2), the last pools adaptively to
+    ``LENGTH`` steps whatever the series length, so that the linear layer's size does not grow with it and
+    a coarse order of events survives. Then dropout and a Linear to ``out_dim``.
+    """
+
+    LENGTH = 4
+
+    def __init__(self, in_shape: tuple[int, ...], channels: Sequence[int] = (16, 32), kernel_size: int = 5,
+                 out_dim: int = 64, dropout: float = 0.1):
+        super().__init__()
+        if len(in_shape) != 2:
+            raise ConfigError("in_shape", tuple(in_shape), "Conv1dEncoder takes time-series samples of shape (C, T); "
+                                                           "use it only for such a modality")
+        if (isinstance(channels, str) or not isinstance(channels, Sequence) or not channels
+                or not all(is_int(c) and c >= 1 for c in channels)):
+            raise ConfigError("channels", channels, "a non-empty list of integers >= 1")
+        if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError("kernel_size", kernel_size, "an odd integer >= 1 (padded to keep the length)")
+        check_int("out_dim", out_dim, 1)
+        check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
+        c_in, t = in_shape
+        if t < 2 ** (len(channels) - 1):
+            raise ConfigError("channels", channels, f"at most {1 + int(math.log2(t))} entries for series of {t} "
+                                                    "steps (every stage but the last halves them)")
+        layers: list[nn.Module] = []
+        for i, c in enumerate(channels):
+            pool = nn.AdaptiveMaxPool1d(self.LENGTH) if i == len(channels) - 1 else nn.MaxPool1d(2)
+            layers += [nn.Conv1d(c_in, c, kernel_size, padding=kernel_size // 2), nn.ReLU(), pool]
+            c_in = c
+        layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * self.LENGTH, out_dim), nn.ReLU()]
         self.net = nn.Sequential(*layers)
         self.out_dim = out_dim
 

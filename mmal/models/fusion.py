@@ -32,6 +32,14 @@ class Fusion(nn.Module):
     raw_inputs: ClassVar[bool] = False
     modality_logits: ClassVar[bool] = False
 
+    @property
+    def masked_exact(self) -> bool:
+        """Whether the prediction with only modality m present is a term of the fused decision (m's own head,
+        or m's block of a linear head plus the bias: OGM-GE's decomposition), so ``masked_acc`` is exact;
+        otherwise the masked input is out of distribution for a model never trained with modalities
+        missing."""
+        return self.modality_logits
+
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
@@ -70,6 +78,10 @@ class IntermediateFusion(_HeadFusion):
                  dropout: float = 0.1):
         super().__init__(sum(dims) + len(dims), num_classes, head_hidden, head_hidden_layers, dropout)
 
+    @property
+    def masked_exact(self) -> bool:
+        return len(self.head) == 1  # a linear head over the concatenation: a sum of per-modality blocks
+
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         return self.classify(torch.cat([*embeddings, mask.to(embeddings[0].dtype)], dim=-1))
 
@@ -92,6 +104,10 @@ class MeanFusion(_HeadFusion):
         check_choice("fusion.reduce", reduce, ["mean", "sum"])
         super().__init__(_equal_dims(dims, reduce), num_classes, head_hidden, head_hidden_layers, dropout)
         self.reduce = reduce
+
+    @property
+    def masked_exact(self) -> bool:
+        return self.reduce == "sum" and len(self.head) == 1  # a linear head over a sum decomposes
 
     def forward(self, embeddings: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         total = torch.stack(embeddings, dim=-2).sum(-2)  # (B, D); missing rows are zero
