@@ -38,7 +38,7 @@ def _options(group: str) -> list[str]:
 
 
 # Real datasets have no size knobs: they drop TINY's dataset.* overrides and take these instead.
-REAL_DATASET_OVERRIDES = {"mfeat": [], "features": [f"dataset.root={ROOT / 'examples' / 'features'}"]}
+REAL_DATASET_OVERRIDES = {"mfeat": [], "watch": [], "features": [f"dataset.root={ROOT / 'examples' / 'features'}"]}
 
 
 def _tiny(group: str, option: str, prepared: dict[str, Path]) -> list[str]:

@@ -1,9 +1,9 @@
 """Per-modality encoders and the MLP block the heads share.
 
 Every encoder is built as ``encoder(in_shape=...)`` from the per-sample shape of its modality (``(D,)`` for
-flat features, ``(C, T)`` for time series, ``(C, H, W)`` for images), maps a batch ``(B, *in_shape)`` to an embedding ``(B, out_dim)``
-and exposes ``out_dim``. Encoders check their own hyperparameters under relative keys (``dropout``); the
-classifier adds the prefix (``model.encoder`` or ``model.encoders.<modality>``).
+flat features, ``(C, T)`` for time series, ``(C, H, W)`` for images), maps a batch ``(B, *in_shape)`` to an
+embedding ``(B, out_dim)`` and exposes ``out_dim``. Encoders check their own hyperparameters under relative keys
+(``dropout``); the classifier adds the prefix (``model.encoder`` or ``model.encoders.<modality>``).
 """
 
 from __future__ import annotations
