@@ -332,7 +332,7 @@ def test_device_auto_picks_what_is_there():
 # something else (Hydra merges mappings key by key, so a pitfall inheriting `none` could keep its weights).
 PITFALL_BAYES = {
     "none": (0.82, 0.82), "redundancy": (0.99, 0.99), "uniqueness": (0.60, 0.60), "synergy": (0.25, 0.25),
-    "modality_difficulty": (0.98, 0.63), "missing_modality": (0.82, 0.82),
+    "modality_difficulty": (0.98, 0.63), "missing_modality": (0.82, 0.82), "competition": (0.996, 0.964),
 }
 
 
