@@ -21,6 +21,7 @@ sweep() {  # sweep NAME OVERRIDES...: one Hydra multirun into ROOT/NAME
         ((left > 10)) || { echo "skipped $name: deadline"; return; }
         limit=(timeout "$left")
     fi
+    mkdir -p "$(dirname "$root/$name")"
     echo "== $name ($(date +%T))"
     # shellcheck disable=SC2086  # EXTRA is a list of overrides
     "${limit[@]}" "${PYTHON:-python}" -m mmal.train -m "$@" "${common[@]}" ${EXTRA:-} "hydra.sweep.dir=$root/$name" \
