@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sweeps behind docs/results/, at one training budget, N jobs at a time (joblib), into ROOT:
 #   bash scripts/run_studies.sh ROOT EPOCHS N_JOBS STUDY...
-# STUDY is one of: neglect, balance, balance_mfeat, balance_shared, competition,
+# STUDY is one of: neglect, balance, balance_mfeat, balance_shared, competition, competition_aux,
 # real, real_watch. EPOCHS is the protocol's budget (50) or twice it (100); the conclusions at both are
 # compared in docs/results/README.md. With DEADLINE (seconds since the epoch) set, a sweep that would run
 # past it is stopped there; rerunning the same command resumes every unfinished job. EXTRA adds overrides to
@@ -38,6 +38,7 @@ for study in "$@"; do
             sweep balance/synthetic_shared +experiment=balance_study fusion=shared balance=none,mla
             sweep balance/mfeat_shared +experiment=balance_study_mfeat fusion=shared balance=none,mla ;;
         competition) sweep competition +experiment=competition_study ;;
+        competition_aux) sweep competition_aux +experiment=competition_study_aux ;;
         real) sweep real +experiment=real_study ;;
         real_watch) sweep real_watch +experiment=real_study_watch ;;
         *) echo "unknown study: $study" >&2; exit 2 ;;
