@@ -119,6 +119,29 @@ def test_lists_become_one_scalar_per_class_and_per_modality_metrics_become_line_
     assert [dict(zip(table["columns"], row))["query/class_hist/1"] for row in table["data"]] == [7, None]
 
 
+def test_the_headline_and_its_interval_are_logged_every_cycle_and_charted_together(tmp_path):
+    records = [
+        {"cycle": 0, "n_labeled": 20, "acc": 0.5, "gap/ensemble": 0.02, "ci_lo/gap/ensemble": -0.01,
+         "ci_hi/gap/ensemble": 0.05},
+        {"cycle": 1, "n_labeled": 30, "acc": 0.7, "gap/ensemble": -0.03, "ci_lo/gap/ensemble": -0.06,
+         "ci_hi/gap/ensemble": 0.0},
+    ]
+    sink = WandbSink(mode="offline", project="unit")
+    sink.start(tmp_path, {}, "band", None)
+    for record in records:
+        sink.log(record)
+    sink.finish({}, records)
+    wb = read_wandb_run(tmp_path)
+
+    for row, record in zip(wb["history"], records):
+        for key in ("gap/ensemble", "ci_lo/gap/ensemble", "ci_hi/gap/ensemble"):
+            assert row[key] == record[key], key
+    points = json.loads((wb["files"] / wb["history"][-1]["charts/gap/ensemble_table.path"]).read_text())
+    assert sorted(map(tuple, points["data"])) == [
+        (20, "ci_hi/gap/ensemble", 0.05), (20, "ci_lo/gap/ensemble", -0.01), (20, "gap/ensemble", 0.02),
+        (30, "ci_hi/gap/ensemble", 0.0), (30, "ci_lo/gap/ensemble", -0.06), (30, "gap/ensemble", -0.03)]
+
+
 def test_runs_one_after_another_in_one_process_are_separate_wandb_runs(tmp_path):
     first, second = tmp_path / "job0", tmp_path / "job1"  # as a Hydra multirun runs its jobs
     run(compose_config(WANDB), first, "first", "sweep")
