@@ -58,14 +58,36 @@ class IdentityEncoder(nn.Module):
         return x.flatten(-self.in_ndim)
 
 
-class ConvEncoder(nn.Module):
-    """A small CNN for image modalities (B, C, H, W) -> (B, out_dim), ReLU-activated.
+def conv_net(in_shape: tuple[int, ...], channels: Sequence[int], kernel_size: int, out_dim: int, dropout: float,
+             cells: int, what: str) -> nn.Sequential:
+    """The CNN that ``ConvEncoder`` (``in_shape`` (C, H, W)) and ``Conv1dEncoder`` ((C, T)) share, checked under
+    relative keys: one convolution (``kernel_size``, padded to keep the size) - ReLU - max-pool stage per entry
+    of ``channels``; every stage but the last halves the size (MaxPool 2), the last pools adaptively to
+    ``cells`` per spatial dimension whatever the input size, so that the linear layer does not grow with it.
+    Then dropout, a Linear to ``out_dim`` and ReLU. ``what`` names the inputs in a refusal ("8x8 images")."""
+    if (isinstance(channels, str) or not isinstance(channels, Sequence) or not channels
+            or not all(is_int(c) and c >= 1 for c in channels)):
+        raise ConfigError("channels", channels, "a non-empty list of integers >= 1")
+    check_int("out_dim", out_dim, 1)
+    check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
+    c_in, *size = in_shape
+    if min(size) < 2 ** (len(channels) - 1):
+        raise ConfigError("channels", channels, f"at most {1 + int(math.log2(min(size)))} entries for {what} "
+                                                "(every stage but the last halves them)")
+    conv, halve, adaptive = ((nn.Conv1d, nn.MaxPool1d, nn.AdaptiveMaxPool1d) if len(size) == 1
+                             else (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d))
+    layers: list[nn.Module] = []
+    for i, c in enumerate(channels):
+        pool = adaptive(cells) if i == len(channels) - 1 else halve(2)
+        layers += [conv(c_in, c, kernel_size=kernel_size, padding=kernel_size // 2), nn.ReLU(), pool]
+        c_in = c
+    layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * cells ** len(size), out_dim), nn.ReLU()]
+    return nn.Sequential(*layers)
 
-    One Conv2d 3x3 (padding 1) - ReLU - max-pool stage per entry of ``channels``: every stage but the last
-    halves the image (MaxPool 2), the last pools adaptively to a ``GRID`` x ``GRID`` map whatever the image
-    size, so that small images (8x8) work and the linear layer's size does not grow with the image. Then
-    dropout and a Linear to ``out_dim``.
-    """
+
+class ConvEncoder(nn.Module):
+    """A small CNN for image modalities (B, C, H, W) -> (B, out_dim), ReLU-activated (``conv_net``): 3x3
+    convolutions, the last stage pooled to a ``GRID`` x ``GRID`` map, so that small images (8x8) work."""
 
     GRID = 2
 
@@ -75,23 +97,8 @@ class ConvEncoder(nn.Module):
         if len(in_shape) != 3:
             raise ConfigError("in_shape", tuple(in_shape), "ConvEncoder takes image samples of shape (C, H, W); "
                                                            "use it only for such a modality")
-        if (isinstance(channels, str) or not isinstance(channels, Sequence) or not channels
-                or not all(is_int(c) and c >= 1 for c in channels)):
-            raise ConfigError("channels", channels, "a non-empty list of integers >= 1")
-        check_int("out_dim", out_dim, 1)
-        check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
-        c_in, h, w = in_shape
-        if min(h, w) < 2 ** (len(channels) - 1):
-            raise ConfigError("channels", channels, f"at most {1 + int(math.log2(min(h, w)))} entries for "
-                                                    f"{h}x{w} images (every stage but the last halves them)")
-        layers: list[nn.Module] = []
-        for i, c in enumerate(channels):
-            last = i == len(channels) - 1
-            pool = nn.AdaptiveMaxPool2d(self.GRID) if last else nn.MaxPool2d(2)
-            layers += [nn.Conv2d(c_in, c, kernel_size=3, padding=1), nn.ReLU(), pool]
-            c_in = c
-        layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * self.GRID ** 2, out_dim), nn.ReLU()]
-        self.net = nn.Sequential(*layers)
+        _, h, w = in_shape
+        self.net = conv_net(in_shape, channels, 3, out_dim, dropout, self.GRID, f"{h}x{w} images")
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,14 +106,9 @@ class ConvEncoder(nn.Module):
 
 
 class Conv1dEncoder(nn.Module):
-    """A small 1-D CNN for time-series modalities (B, C, T) -> (B, out_dim), ReLU-activated, e.g. the raw
-    sensor windows of ``dataset=watch`` (C = 3 axes, T = samples).
-
-    One Conv1d (``kernel_size``, odd, padded so the length is kept) - ReLU - max-pool stage per entry of
-    ``channels``: every stage but the last halves the series (MaxPool 2), the last pools adaptively to
-    ``LENGTH`` steps whatever the series length, so that the linear layer's size does not grow with it and
-    a coarse order of events survives. Then dropout and a Linear to ``out_dim``.
-    """
+    """A small 1-D CNN for time-series modalities (B, C, T) -> (B, out_dim), ReLU-activated (``conv_net``), e.g.
+    the raw sensor windows of ``dataset=watch`` (C = 3 axes, T = samples): convolutions of ``kernel_size``
+    (odd), the last stage pooled to ``LENGTH`` steps, so that a coarse order of events survives."""
 
     LENGTH = 4
 
@@ -116,24 +118,10 @@ class Conv1dEncoder(nn.Module):
         if len(in_shape) != 2:
             raise ConfigError("in_shape", tuple(in_shape), "Conv1dEncoder takes time-series samples of shape (C, T); "
                                                            "use it only for such a modality")
-        if (isinstance(channels, str) or not isinstance(channels, Sequence) or not channels
-                or not all(is_int(c) and c >= 1 for c in channels)):
-            raise ConfigError("channels", channels, "a non-empty list of integers >= 1")
         if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError("kernel_size", kernel_size, "an odd integer >= 1 (padded to keep the length)")
-        check_int("out_dim", out_dim, 1)
-        check_number("dropout", dropout, 0, below=1)  # p = 1 would zero every activation
-        c_in, t = in_shape
-        if t < 2 ** (len(channels) - 1):
-            raise ConfigError("channels", channels, f"at most {1 + int(math.log2(t))} entries for series of {t} "
-                                                    "steps (every stage but the last halves them)")
-        layers: list[nn.Module] = []
-        for i, c in enumerate(channels):
-            pool = nn.AdaptiveMaxPool1d(self.LENGTH) if i == len(channels) - 1 else nn.MaxPool1d(2)
-            layers += [nn.Conv1d(c_in, c, kernel_size, padding=kernel_size // 2), nn.ReLU(), pool]
-            c_in = c
-        layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * self.LENGTH, out_dim), nn.ReLU()]
-        self.net = nn.Sequential(*layers)
+        self.net = conv_net(in_shape, channels, kernel_size, out_dim, dropout, self.LENGTH,
+                            f"series of {in_shape[1]} steps")
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
