@@ -131,8 +131,12 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     if expected is not None:
         found = {tuple(sorted(j.overrides)) for j in jobs}
         jobs += [Job(None, o, problem="missing: no job directory") for o in expected if tuple(sorted(o)) not in found]
-    # A setting is what a job's overrides set beyond strategy and seed, leaving out what every job shares (the
-    # experiment, too, unless the directory holds sweeps of several).
+    return assign_settings(jobs)
+
+
+def assign_settings(jobs: list[Job]) -> list[Job]:
+    """Set each job's ``setting``: what its overrides set beyond strategy and seed, leaving out what every job
+    of ``jobs`` shares (the experiment, too, unless they hold sweeps of several); returns ``jobs``."""
     shared = set.intersection(*(set(j.overrides) for j in jobs)) if jobs else set()
     for job in jobs:
         rest = [o for o in job.overrides if _key(o) not in ("query", "seed") and o not in shared]
@@ -200,11 +204,7 @@ def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float,
     if len(seeds) < 2:
         return (float(diff.mean()) if len(seeds) else math.nan), math.nan, math.nan, len(seeds)
     mean, half = mean_ci(diff)
-    if np.allclose(diff, diff[0], rtol=0, atol=1e-12):  # the same difference on every seed: no variance to test
-        p = 1.0 if abs(diff[0]) <= 1e-12 else 0.0
-    else:
-        p = float(stats.ttest_1samp(diff, 0.0).pvalue)
-    return float(mean), float(half), p, len(seeds)
+    return float(mean), float(half), one_sample_p(diff), len(seeds)
 
 
 def pairwise(jobs: list[Job], key: str, higher_is_better: bool, alpha: float) -> dict[tuple[str, str], list[int]]:
@@ -378,7 +378,7 @@ def neglect_section(jobs: list[Job]) -> list[str]:
         for key in NEGLECT:
             values = np.array([j.summary.get(key, np.nan) for j in members], dtype=float)
             mean, half = mean_ci(values)
-            p = _one_sample_p(values)
+            p = one_sample_p(values)
             cells.append(f"{mean:+.4f} ± {half:.4f} (p = {p:.3f})")
         widths = [r[ci_hi(GAP_ENSEMBLE)] - r[ci_lo(GAP_ENSEMBLE)] for j in members for r in j.records
                   if ci_hi(GAP_ENSEMBLE) in r]
@@ -388,9 +388,9 @@ def neglect_section(jobs: list[Job]) -> list[str]:
     return md
 
 
-def _one_sample_p(values: np.ndarray) -> float:
-    """p-value of the t-test that the mean of ``values`` is 0 (NaN with fewer than 2 values; 1 or 0 when every
-    value is the same)."""
+def one_sample_p(values: np.ndarray) -> float:
+    """p-value of the t-test that the mean of ``values`` (NaNs left out) is 0: NaN with fewer than 2 values; with
+    the same value everywhere, no variance to test, 1 for 0 and 0 for anything else."""
     values = values[~np.isnan(values)]
     if len(values) < 2:
         return math.nan

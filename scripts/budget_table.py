@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.aggregate import Job, _key, _one_sample_p, grouped, load_jobs, mean_ci
+from mmal.aggregate import Job, assign_settings, grouped, load_jobs, mean_ci, one_sample_p
 
 METRICS = ("aubc/gap_ensemble", "final/gap/ensemble")
 
@@ -31,18 +31,13 @@ def cells(values: list[float]) -> tuple[str, str]:
     """``mean ± half (p)`` and the verdict of one metric over seeds."""
     array = np.asarray(values, dtype=float)
     mean, half = mean_ci(array)
-    p = _one_sample_p(array)
+    p = one_sample_p(array)
     return f"{mean:+.4f} ± {half:.4f} (p = {p:.3f})", verdict(float(mean), p)
 
 
 def kept(jobs: list[Job], where: list[str]) -> list[Job]:
     """The finished jobs that set every override in ``where``, their settings recomputed among themselves."""
-    jobs = [j for j in jobs if j.summary is not None and set(where) <= set(j.overrides)]
-    shared = set.intersection(*(set(j.overrides) for j in jobs)) if jobs else set()
-    for job in jobs:
-        rest = [o for o in job.overrides if _key(o) not in ("query", "seed") and o not in shared]
-        job.setting = ",".join(sorted(rest)) or "default"
-    return jobs
+    return assign_settings([j for j in jobs if j.summary is not None and set(where) <= set(j.overrides)])
 
 
 def table(sweeps: list[tuple[str, Path]], metrics: tuple[str, ...], where: list[str] = ()) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import ROOT
 from PIL import Image
+from scipy import stats
 
 from mmal.aggregate import band, expected_overrides, load_jobs, pairwise, write_report
 
@@ -179,3 +180,42 @@ def test_crossing_balance_with_strategies_ranks_pairs_and_finds_pairs_that_beat_
     with pytest.raises(ValueError, match=r"--cross='fusion': not a key the sweep's jobs set, which are "
                                          r"\['balance', 'pitfall'\]"):
         write_report(tmp_path, tmp_path / "nope", cross="fusion")
+
+
+def _gap_sweep(sweep, gaps, extra=()):
+    """Jobs of one setting, one per seed, whose aubc/gap_ensemble (and final) are ``gaps``; each record has a
+    bootstrap interval of width 0.02."""
+    for seed, gap in enumerate(gaps):
+        records = [{"cycle": 0, "n_labeled": 20, "acc": 0.8, "gap/ensemble": gap, "ci_lo/gap/ensemble": gap - 0.01,
+                    "ci_hi/gap/ensemble": gap + 0.01}]
+        summary = {**_summary(0.8, 0.1), "aubc/gap_ensemble": gap, "final/gap/ensemble": gap,
+                   "masked_in_distribution": True}
+        _job(sweep, seed, ["pitfall=competition", "query=random", f"seed={seed}", *extra], summary, records)
+
+
+def test_neglect_table_tests_the_gap_against_zero_across_seeds(tmp_path):
+    gaps = [0.04, 0.05, 0.03, 0.045, 0.035]
+    _gap_sweep(tmp_path, gaps, ["balance=none"])
+    _gap_sweep(tmp_path, [-g for g in gaps], ["balance=modality_dropout"])
+    text = write_report(tmp_path, tmp_path / "report").read_text()
+    section = text.split("## Neglect that costs accuracy")[1].split("## ")[0]
+    half = stats.t.ppf(0.975, 4) * np.std(gaps, ddof=1) / np.sqrt(5)
+    p = stats.ttest_1samp(gaps, 0.0).pvalue
+    assert (f"| balance=none | random | 5 | +0.0400 ± {half:.4f} (p = {p:.3f}) | +0.0400 ± {half:.4f} "
+            f"(p = {p:.3f}) | 0.0200 | yes |") in section
+    assert f"| balance=modality_dropout | random | 5 | -0.0400 ± {half:.4f} (p = {p:.3f}) |" in section
+
+
+def test_budget_table_says_which_conclusions_hold_at_twice_the_budget(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from budget_table import table
+
+    _gap_sweep(tmp_path / "e50", [0.04, 0.05, 0.03, 0.045, 0.035], ["balance=none"])
+    _gap_sweep(tmp_path / "e50", [0.0, 0.01, -0.01, 0.005, -0.005], ["balance=ogm_ge"])
+    _gap_sweep(tmp_path / "e100", [0.03, 0.04, 0.05, 0.035, 0.045], ["balance=none"])  # none only, as in the study
+    rows = table([("50", tmp_path / "e50"), ("100", tmp_path / "e100")], ("aubc/gap_ensemble",), ["balance=none"])
+    assert len(rows) == 3  # header, rule, and the one setting both budgets ran
+    assert rows[2].startswith("| default | random | +0.0400 ± ")  # every kept job shares the pitfall
+    assert rows[2].count(" + |") == 2 and rows[2].endswith("| yes |")  # significantly above 0 at both
+    rows = table([("50", tmp_path / "e50"), ("100", tmp_path / "e100")], ("aubc/gap_ensemble",))
+    assert rows[2:] == []  # without --where the settings differ (balance varies at 50 epochs only)
