@@ -189,6 +189,23 @@ def test_a_modalities_mapping_on_the_command_line_gives_exactly_those_modalities
     assert prepare(compose_config(["logger=none"])).data.dims == {"a": 32, "b": 32}
 
 
+def test_a_pitfall_knob_that_the_data_does_not_use_never_blocks_it():
+    # Synthetic data ignores feature_noise (two values in pitfall=modality_difficulty): four modalities run.
+    four = ["logger=none", "dataset.num_samples=300", "dataset.bayes_samples=2000", "pitfall=modality_difficulty",
+            "dataset.modalities={a: 16, b: 16, c: 16, d: 16}", "pitfall.noise=[0.7,2.0,1.0,1.0]",
+            "pitfall.depth=[1,3,1,1]"]
+    assert prepare(compose_config(four)).data.dims == {m: 16 for m in "abcd"}
+    # ... but a knob it uses still needs one value per modality.
+    with pytest.raises(ConfigError, match=r"pitfall.depth=\[1, 3\]: one value, or a list with one per modality"):
+        prepare(compose_config([*four[:-1]]))
+    # Real data ignores noise, separation and depth: mfeat with three views takes the two-value defaults.
+    three = ["logger=none", "dataset=mfeat", "pitfall=modality_difficulty", "dataset.modalities=[pix,fou,kar]",
+             "pitfall.feature_noise=[0.0,1.5,0.0]"]
+    assert prepare(compose_config(three)).data.modalities == ("pix", "fou", "kar")
+    with pytest.raises(ConfigError, match=r"pitfall.feature_noise=\[0.0, 1.5\]: one value, or a list"):
+        prepare(compose_config(three[:-1]))
+
+
 def test_the_budget_check_allows_a_fully_labeled_pool_without_query_rounds():
     check_budget(ALProtocol(initial_size=2000, cycles=0), 2000)  # the fully supervised reference
     with pytest.raises(ConfigError, match="al.query_size=20: at most the unlabeled pool, 2000 - 2000 = 0"):

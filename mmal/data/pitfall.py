@@ -17,6 +17,11 @@ INTERACTIONS = ("redundancy", "uniqueness", "synergy")
 MISSING_MECHANISMS = ("mcar", "class", "difficulty")
 SPLITS = ("pool", "val", "test")
 SYNTHETIC_ONLY = ("uniqueness", "synergy")
+# The per-modality knobs each kind of data uses; the others it ignores, so their lengths are not its business
+# (pitfall=modality_difficulty sets feature_noise for real data with two values; a synthetic run with four
+# modalities must not be refused over it).
+SYNTHETIC_KNOBS = ("noise", "separation", "depth", "missing_rate")
+REAL_KNOBS = ("feature_noise", "missing_rate")
 
 PerModality = float | Sequence[float]
 
@@ -110,9 +115,10 @@ class Pitfall:
         w = [float(self.interaction.get(name, 0.0)) for name in INTERACTIONS]
         return [v / sum(w) for v in w]
 
-    def check_modalities(self, modalities: Sequence[str]) -> None:
-        """Every per-modality list of this pitfall has one value per modality of ``modalities``."""
-        for knob in ("noise", "separation", "depth", "feature_noise", "missing_rate"):
+    def check_modalities(self, modalities: Sequence[str], knobs: Sequence[str]) -> None:
+        """Every per-modality list among ``knobs`` (``SYNTHETIC_KNOBS`` or ``REAL_KNOBS``: what the data uses)
+        has one value per modality of ``modalities``; so has ``unique_probs`` for synthetic data."""
+        for knob in knobs:
             self.per_modality(knob, modalities)
-        if self.unique_probs is not None:
+        if knobs == SYNTHETIC_KNOBS and self.unique_probs is not None:
             check_numbers("pitfall.unique_probs", self.unique_probs, len(modalities), 0, positive_sum=True)

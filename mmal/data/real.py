@@ -26,7 +26,7 @@ from torch import Tensor
 
 from mmal.data.missing import pitfall_mask
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
-from mmal.data.pitfall import SPLITS, Pitfall
+from mmal.data.pitfall import REAL_KNOBS, SPLITS, Pitfall
 from mmal.errors import ConfigError, is_number
 from mmal.seeding import derive_seed
 
@@ -63,6 +63,7 @@ def build_real_dataset(splits: dict[str, MultimodalData], num_classes: int, pitf
     ``pool``/``val``/``test`` splits; each split's ``mask`` is the mask the files bring (all True if none)."""
     pitfall.check_real_data()
     names = splits["pool"].modalities
+    pitfall.check_modalities(names, REAL_KNOBS)
     x = {s: dict(splits[s].x) for s in SPLITS}  # split -> modality -> (N, *shape_m)
     for i, m in enumerate(names):
         present = splits["pool"].x[m][splits["pool"].mask[:, i]].double()  # (N_present, D_m)

@@ -36,7 +36,7 @@ from torch import Tensor
 from mmal.data.memory import check_fits
 from mmal.data.missing import pitfall_mask
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
-from mmal.data.pitfall import SPLITS, Pitfall
+from mmal.data.pitfall import SPLITS, SYNTHETIC_KNOBS, Pitfall
 from mmal.errors import ConfigError, check_int, check_numbers, is_int
 from mmal.metrics.names import BAYES_ACC_ALL, bayes_key
 
@@ -85,7 +85,7 @@ def make_synthetic(
     modalities = dict(modalities or {"a": 32, "b": 32})
     _check_sizes(num_samples, num_val, num_test, num_classes, modalities, nuisance_dim, class_weights, bayes_samples)
     names = tuple(modalities)
-    pitfall.check_modalities(names)
+    pitfall.check_modalities(names, SYNTHETIC_KNOBS)
     num_modalities = len(names)
     latent_dim = num_classes + nuisance_dim
     seeds = np.random.SeedSequence(seed).generate_state(3)  # world, samples, Bayes estimate

@@ -42,7 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from mmal.data.memory import check_fits
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
-from mmal.data.pitfall import SPLITS, Pitfall
+from mmal.data.pitfall import REAL_KNOBS, SPLITS, Pitfall
 from mmal.data.real import build_real_dataset
 from mmal.errors import ConfigError, check_choice, check_int, is_int
 from mmal.seeding import derive_seed
@@ -105,7 +105,7 @@ def make_watch(
         raise ConfigError("dataset.data_file", data_file, "null (the file seglearn ships) or the path of "
                                                           "watch_dataset.npy")
     pitfall.check_real_data()  # the pitfall's own refusals, before the file is read
-    pitfall.check_modalities(tuple(MODALITIES))
+    pitfall.check_modalities(tuple(MODALITIES), REAL_KNOBS)
     path = Path(data_file) if data_file is not None else watch_file()
     if not path.is_file():
         raise ConfigError("dataset.data_file", data_file, f"no such file {path.resolve()}")
