@@ -5,14 +5,17 @@ run resumes from its last complete cycle and a finished one is not run again."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from mmal.errors import ConfigError
 
@@ -45,18 +48,47 @@ def locked(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def save_state(run_dir: Path, state: dict[str, Any]) -> None:
+@dataclass
+class ALState:
+    """What a run continues from: the state after its last complete cycle (``mmal.loop`` saves one per cycle,
+    and once more with the summary when the run has finished).
+
+    Attributes:
+        cycle: the last complete cycle.
+        labeled: (N,) bool on the CPU, the labeled pool rows after that cycle's query.
+        model: the fused model's weights after that cycle's training (on the CPU).
+        records: every cycle's record so far (what ``metrics.jsonl`` holds).
+        fingerprint: the run's config as ``fingerprint`` writes it; another config cannot resume this run.
+        run_id: the external logger's run id, so a resumed run continues the same run there (None: no logger).
+        summary: the run's summary once it has finished; None before.
+    """
+
+    cycle: int
+    labeled: Tensor
+    model: dict[str, Tensor]
+    records: list[dict[str, Any]]
+    fingerprint: str
+    run_id: str | None = None
+    summary: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+
+def save_state(run_dir: Path, state: ALState) -> None:
     """Write ``state`` to ``run_dir/al_state.pt`` via a temporary file and an atomic rename: a kill at any
-    moment leaves either the previous state or the new one, never a torn file."""
+    moment leaves either the previous state or the new one, never a torn file. The file holds a plain dict of
+    the fields (tensors, lists and strings: what ``torch.load`` reads back without this class)."""
     path = Path(run_dir) / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save({f.name: getattr(state, f.name) for f in dataclasses.fields(ALState)}, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def load_state(run_dir: Path) -> dict[str, Any] | None:
+def load_state(run_dir: Path) -> ALState | None:
     """The saved state of ``run_dir``, or None when it has none. A file that cannot be read (truncated,
     empty, another program's) raises ``RunDirectoryError`` naming it."""
     path = Path(run_dir) / STATE_FILE
@@ -68,18 +100,19 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
         detail = str(err).splitlines()[0] if str(err) else "no detail"
         raise RunDirectoryError("run directory", str(run_dir), f"holds an unreadable {STATE_FILE} "
                                 f"({type(err).__name__}: {detail}); move it away to start the run over") from None
-    if not isinstance(state, dict) or not {"cycle", "fingerprint", "records"} <= set(state):
+    required = {f.name for f in dataclasses.fields(ALState) if f.default is dataclasses.MISSING}
+    if not isinstance(state, dict) or not required <= set(state):
         raise RunDirectoryError("run directory", str(run_dir), f"holds a {STATE_FILE} that is no mmal AL state; "
                                 "move it away to start the run over")
-    return state
+    return ALState(**{f.name: state[f.name] for f in dataclasses.fields(ALState) if f.name in state})
 
 
-def resumable_state(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+def resumable_state(run_dir: Path, config: dict[str, Any]) -> ALState | None:
     """The saved state of ``run_dir`` when it is a run of ``config`` (None when the directory holds no run);
     raises ``RunDirectoryError`` naming the differing keys when it holds a run of another config."""
     state = load_state(run_dir)
-    if state is not None and state["fingerprint"] != fingerprint(config):
-        keys = differing_keys(state["fingerprint"], fingerprint(config))
+    if state is not None and state.fingerprint != fingerprint(config):
+        keys = differing_keys(state.fingerprint, fingerprint(config))
         raise RunDirectoryError("run directory", str(run_dir), f"holds a run of another config (differing: "
                                 f"{', '.join(keys)}); resume it with that config or choose another directory "
                                 "(hydra.run.dir / hydra.sweep.dir)")

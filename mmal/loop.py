@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mmal.balance import BalanceMethod
-from mmal.checkpoint import save_state
+from mmal.checkpoint import ALState, save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
 from mmal.log import RunLog
 from mmal.metrics import aubc_of, names
@@ -56,7 +57,7 @@ def run_active_learning(
     seed: int,
     references: References | None = None,
     balance: BalanceMethod | None = None,
-    resume: dict[str, Any] | None = None,
+    resume: ALState | None = None,
     fingerprint: str = "",
 ) -> dict[str, Any]:
     """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
@@ -81,9 +82,9 @@ def run_active_learning(
     first_cycle = 0
     state = resume  # a run killed after its last cycle's save has no cycle left to run, only the finish
     if resume is not None:
-        labeled = resume["labeled"].to(device)
-        model.load_state_dict(resume["model"])
-        first_cycle = resume["cycle"] + 1
+        labeled = resume.labeled.to(device)
+        model.load_state_dict(resume.model)
+        first_cycle = resume.cycle + 1
 
     for cycle in range(first_cycle, cycles + 1):
         # Train on the labeled set.
@@ -93,7 +94,8 @@ def run_active_learning(
         start = time.perf_counter()
         rows = labeled.nonzero().squeeze(1)
         train_seed = derive_seed(seed, "train", cycle)
-        unimodal = references.members(initial, data, rows) if references.due(cycle, cycles) else {}
+        due = references.due(cycle, cycles)
+        unimodal = references.members(initial, data, rows) if due else {}
         with _naming_cycle(cycle):
             fused = Member(model, data.pool, rows, hooks=(balance,) if balance else ())
             trainer.fit_together([fused, *unimodal.values()], train_seed)
@@ -112,7 +114,7 @@ def run_active_learning(
         record[names.TIME_DIAGNOSE] = _since(start, device)
         # Unimodal references on the same labeled rows: their ensemble and each modality against the fused model.
         record[names.TIME_REFERENCE] = 0.0
-        if references.due(cycle, cycles):
+        if due:
             start = time.perf_counter()
             record.update(references.measure(trainer, unimodal, data, evaluation, diagnostics))
             record[names.TIME_REFERENCE] = _since(start, device)
@@ -130,9 +132,8 @@ def run_active_learning(
             labeled[picked] = True
             record.update(selection_statistics(data.pool, picked, data.num_classes), **selection.statistics)
         run_log.cycle(record, cycles)
-        state = {"cycle": cycle, "labeled": labeled.cpu(), "records": records,
-                 "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                 "fingerprint": fingerprint, "run_id": run_log.sink.run_id}
+        state = ALState(cycle, labeled.cpu(), {k: v.cpu() for k, v in model.state_dict().items()}, records,
+                        fingerprint, run_log.sink.run_id)
         save_state(run_log.run_dir, state)
 
     summary = summarise(records, data.ground_truth)
@@ -140,7 +141,7 @@ def run_active_learning(
     summary[names.MASKED_IN_DISTRIBUTION] = model.masked_exact or trainer.modality_dropout > 0
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
-    save_state(run_log.run_dir, {**state, "summary": summary})
+    save_state(run_log.run_dir, dataclasses.replace(state, summary=summary))
     return summary
 
 

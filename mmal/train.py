@@ -40,17 +40,17 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
         if resume is None:  # a fresh run says what runs here; a resumed one keeps what its first start wrote
             write_provenance(run_dir, provenance)
         exp = prepare(cfg)
-        if resume is not None and "summary" in resume:
+        if resume is not None and resume.finished:
             log.info("already finished, nothing to do: %s", run_dir)
-            return resume["summary"]
+            return resume.summary
         if resume is not None:
-            log.info("resuming after cycle %d: %s", resume["cycle"], run_dir)
-        exp.sink.start(run_dir, config, name, group, run_id=resume["run_id"] if resume else None)
+            log.info("resuming after cycle %d: %s", resume.cycle, run_dir)
+        exp.sink.start(run_dir, config, name, group, run_id=resume.run_id if resume else None)
         data = exp.data
         log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
                  len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
         try:
-            run_log = RunLog(run_dir, exp.sink, records=resume["records"] if resume else [])
+            run_log = RunLog(run_dir, exp.sink, records=resume.records if resume else [])
             return run_active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log, exp.protocol,
                                        seed=cfg.seed, references=exp.references, balance=exp.balance,
                                        resume=resume, fingerprint=fingerprint(config))

@@ -115,16 +115,16 @@ class Trainer:
         modality_dropout: probability that each present modality of a training sample is masked out (a
             sample keeps at least one), so that the model learns to predict from subsets and masked
             evaluation (``masked_acc``, Shapley values) is in distribution; 0 = off.
-        num_threads: CPU threads of PyTorch for this process (``torch.set_num_threads``); None keeps
-            PyTorch's default (OMP_NUM_THREADS, else one per core). The config's default is 1: small models
-            train fastest on one thread, and a run with a thread per core slows down about 3x as soon as
-            another process shares the cores (docs/benchmarks.md, "Threads").
+        num_threads: CPU threads of PyTorch for this process (``torch.set_num_threads``), set when the
+            trainer first trains or predicts; None keeps PyTorch's default (OMP_NUM_THREADS, else one per
+            core). 1 by default: small models train fastest on one thread, and a run with a thread per core
+            slows down about 3x as soon as another process shares the cores (docs/benchmarks.md, "Threads").
     """
 
     def __init__(self, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None, aux_weight: float = 1.0,
                  hooks: Sequence[TrainingHook] = (), device: str = "auto", precision: str = "32",
-                 eval_batch_size: int = 8192, modality_dropout: float = 0.0, num_threads: int | None = None):
+                 eval_batch_size: int = 8192, modality_dropout: float = 0.0, num_threads: int | None = 1):
         self.epochs = check_int("trainer.epochs", epochs, 1)
         self.batch_size = check_int("trainer.batch_size", batch_size, 1)
         self.eval_batch_size = check_int("trainer.eval_batch_size", eval_batch_size, 1)
@@ -141,8 +141,14 @@ class Trainer:
         self.precision = str(check_choice("trainer.precision", precision, list(PRECISIONS)))
         if self.precision == "16" and not torch.cuda.is_available():
             raise ConfigError("trainer.precision", "16", "float16 training needs CUDA; use 32 or bf16")
-        if num_threads is not None:
-            torch.set_num_threads(check_int("trainer.num_threads", num_threads, 1))
+        # Applied when the trainer works (``use_threads``), not here: building a trainer to check a config
+        # (a sweep checks all of its jobs' first) must not change the process.
+        self.num_threads = None if num_threads is None else check_int("trainer.num_threads", num_threads, 1)
+
+    def use_threads(self) -> None:
+        """Give PyTorch ``num_threads`` CPU threads (a process-wide setting; nothing when None)."""
+        if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -170,6 +176,7 @@ class Trainer:
         an elementwise optimizer (``STACKED_OPTIMIZERS``) and no float16 loss scaling; otherwise, and for
         models that do not stack, each member trains alone.
         """
+        self.use_threads()
         for member in members:
             member.model.to(self.device).train()
         steps = {}
@@ -313,6 +320,7 @@ class Trainer:
         replaces those rows' presence masks, e.g. to evaluate with modalities masked out (it may only
         remove modalities: a missing modality's rows hold zeros). ``dropout=True`` keeps dropout active
         (MC dropout; the global generator draws the masks)."""
+        self.use_threads()
         model.train(dropout)
         idx = torch.arange(len(data), device=self.device) if idx is None else idx.to(self.device)
         mask = data.mask[idx] if mask is None else mask.to(self.device)

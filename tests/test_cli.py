@@ -14,15 +14,17 @@ from conftest import CONF, ROOT, TINY, compose_config
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mmal.config import check_budget
-from mmal.data import MultimodalDataset, Pitfall
+from mmal.data import MultimodalDataset, Pitfall, make_synthetic
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import Sink, read_jsonl
 from mmal.models import MultimodalClassifier
 from mmal.protocol import ALProtocol
 from mmal.query import QueryStrategy
+from mmal.schema import PitfallConfig, SyntheticConfig, TrainerConfig, defaults_of
 from mmal.training import Trainer
 
 
@@ -204,6 +206,41 @@ def test_a_pitfall_knob_that_the_data_does_not_use_never_blocks_it():
     assert prepare(compose_config(three)).data.modalities == ("pix", "fou", "kar")
     with pytest.raises(ConfigError, match=r"pitfall.feature_noise=\[0.0, 1.5\]: one value, or a list"):
         prepare(compose_config(three[:-1]))
+
+
+SCHEMAS = {Trainer: TrainerConfig, Pitfall: PitfallConfig, make_synthetic: SyntheticConfig}
+
+
+@pytest.mark.parametrize("yaml, target", [("trainer/default.yaml", Trainer), ("pitfall/none.yaml", Pitfall),
+                                           ("dataset/synthetic.yaml", make_synthetic), ("al/default.yaml", ALProtocol)])
+def test_the_default_yamls_repeat_their_components_defaults(yaml, target):
+    # The component is the one source of a default (mmal.schema); the YAML documents the values, so it must
+    # hold the same ones. Left out: the YAML's interpolations (seed: ${seed}) and the trainer's optimizer,
+    # which the YAML spells out as the AdamW partial (foreach=true: bitwise Trainer's default, AdamW).
+    values = OmegaConf.to_container(OmegaConf.load(CONF / yaml))
+    source = defaults_of(target)
+    keys = [k for k in values if k not in ("defaults", "_target_", "optimizer", "seed")]
+    assert set(keys) <= set(source)
+    for key in keys:
+        expected = source[key]
+        assert values[key] == (list(expected) if isinstance(expected, tuple) else expected), key
+    # ... and the typed schema's defaults are the component's.
+    if target is not ALProtocol:
+        schema = OmegaConf.to_container(OmegaConf.structured(SCHEMAS[target]), enum_to_str=True)
+        assert {k: schema[k] for k in keys} == {k: values[k] for k in keys}
+    assert Trainer().num_threads == 1  # once None here and 1 in the schema
+
+
+def test_building_a_trainer_leaves_the_process_thread_count_alone():
+    threads = torch.get_num_threads()
+    other = 2 if threads != 2 else 3
+    try:
+        exp = prepare(compose_config([*TINY, f"trainer.num_threads={other}"]))
+        assert torch.get_num_threads() == threads  # checking a config (a sweep checks every job's) changes nothing
+        exp.trainer.predict(exp.build_model(), exp.data.test)
+        assert torch.get_num_threads() == other  # the trainer's setting applies once it works
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_budget_check_allows_a_fully_labeled_pool_without_query_rounds():

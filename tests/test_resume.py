@@ -11,9 +11,10 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import ROOT, TINY, compose_config
 
-from mmal.checkpoint import RunDirectoryError, load_state, locked, save_state
+from mmal.checkpoint import ALState, RunDirectoryError, load_state, locked, save_state
 from mmal.log import read_jsonl
 from mmal.train import run
 
@@ -130,19 +131,19 @@ def test_a_run_killed_after_its_last_cycle_finishes_on_rerun_with_the_same_resul
     straight = run(cfg, tmp_path / "straight")
     target = {"plots": ("mmal.loop.save_plots", _die), "logger finish": ("mmal.log.RunLog.finish", _die),
               "final state save": ("mmal.loop.save_state",
-                                   lambda run_dir, state: _die() if "summary" in state else save_state(run_dir, state))}
+                                   lambda run_dir, state: _die() if state.finished else save_state(run_dir, state))}
     name, replacement = target[phase]
     with monkeypatch.context() as patch:
         patch.setattr(name, replacement)
         with pytest.raises(Killed):
             run(cfg, tmp_path / "killed")
-    assert load_state(tmp_path / "killed")["cycle"] == 2 and "summary" not in load_state(tmp_path / "killed")
+    assert load_state(tmp_path / "killed").cycle == 2 and not load_state(tmp_path / "killed").finished
 
     resumed = run(cfg, tmp_path / "killed")
     assert _without_times_summary(resumed) == _without_times_summary(straight)
     assert _without_times(read_jsonl(tmp_path / "killed" / "metrics.jsonl")) == _without_times(
         read_jsonl(tmp_path / "straight" / "metrics.jsonl"))
-    assert "summary" in load_state(tmp_path / "killed")
+    assert load_state(tmp_path / "killed").finished
     assert (tmp_path / "killed" / "modality_imbalance.png").exists()
 
 
@@ -157,3 +158,17 @@ def test_a_damaged_state_file_is_refused_naming_it(content, tmp_path):
     with pytest.raises(RunDirectoryError, match=r"holds an unreadable al_state.pt .*move it away"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_the_state_file_is_a_plain_dict_of_the_typed_state_and_reads_back_equal(tmp_path):
+    state = ALState(3, torch.tensor([True, False]), {"w": torch.ones(2)}, [{"cycle": 0}], "{}", run_id="abc")
+    save_state(tmp_path, state)
+    raw = torch.load(tmp_path / "al_state.pt", weights_only=False)  # readable without mmal's class
+    assert sorted(raw) == ["cycle", "fingerprint", "labeled", "model", "records", "run_id", "summary"]
+    back = load_state(tmp_path)
+    assert (back.cycle, back.labeled.tolist(), back.model["w"].tolist(), back.records, back.run_id, back.finished) == \
+        (3, [True, False], [1.0, 1.0], [{"cycle": 0}], "abc", False)
+    del raw["model"]  # a file of another program, or a torn write of an older format
+    torch.save(raw, tmp_path / "al_state.pt")
+    with pytest.raises(RunDirectoryError, match="holds a al_state.pt that is no mmal AL state"):
+        load_state(tmp_path)

@@ -82,6 +82,17 @@ class MultimodalData:
         return replace(self, x=x, mask=alone)
 
 
+# The keys of ``MultimodalDataset.ground_truth`` (part of the on-disk format: the summary holds them as
+# ``ground_truth/<key>``; ``mmal.metrics.names`` re-exports them with every other key).
+BAYES_ACC = "bayes_acc"
+BAYES_ACC_ALL = "bayes_acc/all"
+
+
+def bayes_key(subset: tuple[str, ...]) -> str:
+    """The ground-truth key of a subset of modalities: ``bayes_key(("a", "b")) == "bayes_acc/a+b"``."""
+    return f"{BAYES_ACC}/{'+'.join(subset)}"
+
+
 @dataclass(frozen=True)
 class MultimodalDataset:
     """The three splits of an AL experiment plus what the generator knows about them.

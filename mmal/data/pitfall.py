@@ -58,7 +58,9 @@ class Pitfall:
     ``difficulty`` hardness = distance to the sample's class centroid in that modality.
     """
 
-    interaction: dict[str, float] = field(default_factory=lambda: {"redundancy": 1.0})
+    # Every key, so that a config merged over it (Hydra merges mappings key by key) sets each weight it names.
+    interaction: dict[str, float] = field(default_factory=lambda: {name: float(name == "redundancy")
+                                                                   for name in INTERACTIONS})
     unique_probs: Sequence[float] | None = None
     noise: PerModality = 1.0
     separation: PerModality = 2.0

@@ -35,10 +35,9 @@ from torch import Tensor
 
 from mmal.data.memory import check_fits
 from mmal.data.missing import pitfall_mask
-from mmal.data.multimodal import MultimodalData, MultimodalDataset
+from mmal.data.multimodal import BAYES_ACC_ALL, MultimodalData, MultimodalDataset, bayes_key
 from mmal.data.pitfall import SPLITS, SYNTHETIC_KNOBS, Pitfall
 from mmal.errors import ConfigError, check_int, check_numbers, is_int
-from mmal.metrics.names import BAYES_ACC_ALL, bayes_key
 
 LEAKY_SLOPE = 0.2
 

@@ -38,9 +38,9 @@ PROBE_DIGIT = "probe_digit"  # a linear probe for m's latent digit on encoder m 
 SHAPLEY = "shapley"  # Shapley value of m for accuracy, averaged over the rows that have m
 
 # Ground truth (``data.ground_truth``, no record key): best achievable accuracy from a subset of modalities,
-# bayes_key(("a",)) == "bayes_acc/a", bayes_key(("a", "b")) == "bayes_acc/a+b", and from all of them.
-BAYES_ACC = "bayes_acc"
-BAYES_ACC_ALL = "bayes_acc/all"
+# bayes_key(("a",)) == "bayes_acc/a", bayes_key(("a", "b")) == "bayes_acc/a+b", and from all of them. Defined by
+# the data, which names its own ground truth (data never imports metrics).
+from mmal.data.multimodal import BAYES_ACC, BAYES_ACC_ALL, bayes_key  # noqa: E402, F401
 
 # The references' ensemble (mean of their log-probabilities over the modalities a row has) on test, and
 # modality imbalance, one number per cycle: the ensemble's accuracy minus the fused model's (the headline:
@@ -103,11 +103,6 @@ def prefix(family: str) -> str:
 def aubc_key(metric: str) -> str:
     """The summary key of ``metric``'s AUBC: ``aubc_key(GAP_NEGLECT) == "aubc/gap_neglect"``."""
     return AUBC_PREFIX + metric.replace("/", "_")
-
-
-def bayes_key(subset: tuple[str, ...]) -> str:
-    """The ground-truth key of a subset of modalities: ``bayes_key(("a", "b")) == "bayes_acc/a+b"``."""
-    return f"{BAYES_ACC}/{'+'.join(subset)}"
 
 
 def ci_lo(key: str) -> str:
