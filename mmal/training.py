@@ -182,11 +182,10 @@ class Trainer:
         steps = {}
         for group in self._groups(members):
             first = group[0] is members[0]
-            if len(group) > 1:
-                steps |= self._fit_stacked(group, seed, shares_global=first)
-                continue
-            with contextlib.nullcontext() if first else torch.random.fork_rng(devices=_cuda(self.device)):
-                steps |= self._fit_alone(group[0], seed)  # one model: the plain loop is the faster
+            # Only the first member's training may leave the global generator changed, as fit alone does.
+            keep_global = first or len(group) > 1
+            with contextlib.nullcontext() if keep_global else torch.random.fork_rng(devices=_cuda(self.device)):
+                steps |= self._fit_group(group, seed, shares_global=first)
         # One check per fit, not per step, and one device sync: a stacked flag per parameter tensor.
         for member in members:
             if not torch.stack([torch.isfinite(p).all() for p in member.model.parameters()]).all():
@@ -223,79 +222,59 @@ class Trainer:
                 group.append(member)
         return groups
 
-    def _fit_stacked(self, group: list[Member], seed: int, shares_global: bool) -> dict[int, tuple]:
-        """The training loop for members on the same rows, as one stacked model (``fit_together``); with
-        ``shares_global`` the first member draws its dropout from the global generator."""
-        generators = [_generator(self.device, seed, shared=shares_global and k == 0) for k in range(len(group))]
-        model = stack([m.model for m in group], generators)
-        if shares_global:
-            torch.manual_seed(seed)  # as fit alone: the first member's dropout, from the global generator
+    def _fit_group(self, group: list[Member], seed: int, shares_global: bool) -> dict[int, tuple]:
+        """The one training loop (``fit_together``): the members of ``group`` train as one model per step, stacked
+        (``mmal.models.stacked``) when there are several, the model itself when there is one; member k's
+        weights come out as if it trained alone. Returns id(member) -> (steps, last loss).
+
+        Dropout: a model alone draws from the global generator, seeded ``seed``; stacked members from their own
+        generators seeded ``seed``, the first from the global one when ``shares_global``. Batch order and
+        modality dropout have generators of their own, seeded from ``seed`` alone, so every member sees the
+        batches it would see alone."""
+        together = len(group) > 1
+        hooks = [*self.hooks, *group[0].hooks]  # a member with hooks of its own trains alone (_groups)
+        if together:
+            model = stack([m.model for m in group],
+                          [_generator(self.device, seed, shared=shares_global and k == 0) for k in range(len(group))])
+        else:
+            model = group[0].model
+        if shares_global or not together:
+            torch.manual_seed(seed)  # dropout of a model alone, or of the first member, from the global generator
         order = torch.Generator().manual_seed(seed)
         drops = [torch.Generator().manual_seed(derive_seed(seed, "modality_dropout")) for _ in group]
         opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")  # float16 never stacks
         idx = group[0].rows.to(self.device)
-        # The training rows of every member, (K, n, ...): batches index positions into them.
-        x = {m: torch.stack([member.data.x[m][idx] for member in group]) for m in group[0].data.x}
-        masks = torch.stack([member.data.mask[idx] for member in group])  # (K, n, M)
-        ys = torch.stack([member.data.y[idx] for member in group])  # (K, n)
-        steps_per_epoch = -(-len(idx) // self.batch_size)
-        for hook in self.hooks:
-            hook.start(model, opt, self.epochs * steps_per_epoch)
-        step = 0
-        for epoch in range(self.epochs):
-            _start_epoch(self.hooks, model, epoch, lambda step=step: Batch(x, masks, ys, step))
-            for rows in torch.randperm(len(idx), generator=order).to(self.device).split(self.batch_size):
-                mask = masks[:, rows]
-                if self.modality_dropout > 0:
-                    mask = torch.stack([self._drop_modalities(m, g) for m, g in zip(mask, drops)])
-                batch = Batch({m: v[:, rows] for m, v in x.items()}, mask, ys[:, rows], step)
-                with self._autocast():
-                    out = model(batch.x, batch.mask)
-                    losses = F.cross_entropy(out.logits.float().flatten(0, 1), batch.y.flatten(),
-                                             reduction="none").view(batch.y.shape).mean(1)  # (K,) per member
-                    # each member's gradient is that of its own mean loss
-                    loss = _with_hook_terms(losses.sum(), self.hooks, model, out, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for hook in self.hooks:
-                    hook.after_backward(model, out, batch)
-                opt.step()
-                step += 1
-        unstack(model, [m.model for m in group])
-        last = losses.tolist()
-        return {id(member): (step, last[k]) for k, member in enumerate(group)}
-
-    def _fit_alone(self, member: Member, seed: int) -> dict[int, tuple]:
-        """The training loop for one model (a model or trainer that does not stack, ``fit_together``)."""
-        model, data, idx = member.model, member.data, member.rows
-        hooks = [*self.hooks, *member.hooks]
-        torch.manual_seed(seed)  # dropout draws from the global generator
-        order = torch.Generator().manual_seed(seed)
-        drop = torch.Generator().manual_seed(derive_seed(seed, "modality_dropout"))
-        opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
-        idx = idx.to(self.device)
+        # The training rows, (n, ...) for a model alone, (K, n, ...) stacked; batches take positions in them.
+        def rows_of(tensors: Callable[[Member], Tensor]) -> Tensor:
+            return torch.stack([tensors(m)[idx] for m in group]) if together else tensors(group[0])[idx]
+        x = {m: rows_of(lambda member, m=m: member.data.x[m]) for m in group[0].data.x}
+        masks, ys = rows_of(lambda member: member.data.mask), rows_of(lambda member: member.data.y)
+        take = (lambda v, pos: v[:, pos]) if together else (lambda v, pos: v[pos])
         steps_per_epoch = -(-len(idx) // self.batch_size)
         for hook in hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
         step = 0
         for epoch in range(self.epochs):
-            _start_epoch(hooks, model, epoch,
-                         lambda step=step: Batch({m: v[idx] for m, v in data.x.items()}, data.mask[idx], data.y[idx],
-                                                 step))
-            perm = idx[torch.randperm(len(idx), generator=order).to(self.device)]
-            for rows in perm.split(self.batch_size):
-                mask = data.mask[rows]
+            _start_epoch(hooks, model, epoch, lambda step=step: Batch(x, masks, ys, step))
+            for pos in torch.randperm(len(idx), generator=order).to(self.device).split(self.batch_size):
+                mask = take(masks, pos)
                 if self.modality_dropout > 0:
-                    mask = self._drop_modalities(mask, drop)
-                batches = [Batch({m: v[rows] for m, v in data.x.items()}, mask, data.y[rows], step)]
-                for hook in hooks:
+                    mask = (torch.stack([self._drop_modalities(m, g) for m, g in zip(mask, drops)]) if together
+                            else self._drop_modalities(mask, drops[0]))
+                batches = [Batch({m: take(v, pos) for m, v in x.items()}, mask, take(ys, pos), step)]
+                for hook in hooks:  # a hook may make one batch several steps (MLA: one per modality)
                     batches = [part for batch in batches for part in hook.passes(batch)]
                 for batch in batches:
                     with self._autocast():
                         out = model(batch.x, batch.mask)
-                        loss = _with_hook_terms(F.cross_entropy(out.logits.float(), batch.y), hooks, model, out,
-                                                batch)
+                        if together:  # each member's gradient is that of its own mean loss
+                            losses = F.cross_entropy(out.logits.float().flatten(0, 1), batch.y.flatten(),
+                                                     reduction="none").view(batch.y.shape).mean(1)  # (K,)
+                            loss = losses.sum()
+                        else:
+                            losses = loss = F.cross_entropy(out.logits.float(), batch.y)
+                        loss = _with_hook_terms(loss, hooks, model, out, batch)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)  # hooks see the true gradients (a no-op unless precision=16)
@@ -304,7 +283,10 @@ class Trainer:
                     scaler.step(opt)
                     scaler.update()
                 step += 1
-        return {id(member): (step, loss.item())}
+        if together:
+            unstack(model, [m.model for m in group])
+        last = losses.reshape(-1).tolist()
+        return {id(member): (step, last[k]) for k, member in enumerate(group)}
 
     def _drop_modalities(self, mask: Tensor, g: torch.Generator) -> Tensor:
         """Mask each present modality with probability ``modality_dropout``; a row left with none keeps its

@@ -36,13 +36,13 @@ def _experiment(*overrides: str):
 
 
 def _alone(trainer: Trainer, member: Member, seed: int, first: bool) -> None:
-    """What the trainer did before stacking: the plain loop, the references under a forked random state."""
+    """What the trainer did before stacking: the loop on one model, the references under a forked random state."""
     member.model.train()
     if first:
-        trainer._fit_alone(member, seed)
+        trainer._fit_group([member], seed, shares_global=True)
     else:
         with torch.random.fork_rng(devices=[]):
-            trainer._fit_alone(member, seed)
+            trainer._fit_group([member], seed, shares_global=True)
     member.model.eval()
 
 
