@@ -5,6 +5,7 @@ cannot stack."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -13,7 +14,10 @@ from conftest import compose_config
 from mmal.experiment import prepare
 from mmal.hooks import TrainingHook
 from mmal.metrics.references import References
-from mmal.models.stacked import StackedLinear, stack, stackable, unstack
+from mmal.models import MultimodalClassifier
+from mmal.models.encoders import ConvEncoder, MLPEncoder
+from mmal.models.fusion import Fusion, IntermediateFusion
+from mmal.models.stacked import StackedLinear, stack, stackable, unstack, unstackable_reason
 from mmal.training import DivergenceError, Member, Trainer
 
 
@@ -104,6 +108,45 @@ def test_members_on_other_rows_or_models_that_do_not_stack_train_alone_with_the_
 
     gated, model = _experiment("fusion=gated")  # one-output gates: a batched product would round differently
     assert not stackable(model) and len(gated.trainer._groups([Member(model, gated.data.pool, rows)] * 2)) == 2
+
+
+class MaxFusion(Fusion):
+    """A user's own fusion: the elementwise max of the embeddings, then a linear head. It says nothing of
+    stacking, so it trains alone, correctly."""
+
+    def __init__(self, dims: list[int], num_classes: int):
+        super().__init__()
+        self.head = torch.nn.Linear(dims[0], num_classes)
+
+    def forward(self, embeddings, mask):
+        fused = torch.stack(embeddings).amax(0)
+        return fused, self.head(fused)
+
+
+def test_a_component_declares_whether_it_stacks():
+    exp, _ = _experiment()
+    shapes, k = exp.data.shapes, exp.data.num_classes
+    encoder = functools.partial(MLPEncoder, hidden_dim=16, out_dim=8)
+    model = MultimodalClassifier(shapes, k, encoder, MaxFusion)
+    assert unstackable_reason(model) == "fusion (MaxFusion) does not declare stacks = True"
+
+    class StackingMaxFusion(MaxFusion):
+        stacks = True  # its forward works on a leading member dimension: max over modalities, a linear head
+
+    rows = torch.arange(40)
+    torch.manual_seed(0)
+    initial = MultimodalClassifier(shapes, k, encoder, StackingMaxFusion)
+    assert unstackable_reason(initial) is None
+    pair = [Member(copy.deepcopy(initial), exp.data.pool, rows) for _ in range(2)]
+    assert len(exp.trainer._groups(pair)) == 1
+    alone = Member(copy.deepcopy(initial), exp.data.pool, rows)
+    _alone(exp.trainer, alone, 5, first=True)
+    exp.trainer.fit_together(pair, 5)
+    assert _same_weights(alone.model, pair[0].model) and _same_weights(alone.model, pair[1].model)
+    conv = MultimodalClassifier({"img": (1, 8, 8), "b": (4,)}, 2, encoder,
+                                functools.partial(IntermediateFusion, head_hidden=8),
+                                encoders={"img": functools.partial(ConvEncoder, channels=(4,))})
+    assert unstackable_reason(conv) == "encoders.0 (ConvEncoder) does not declare stacks = True"
 
 
 def test_a_hook_that_is_not_stackable_an_unsuitable_optimizer_or_float16_keep_models_apart():

@@ -53,6 +53,8 @@ class MultimodalClassifier(nn.Module):
             ``ConvEncoder`` for an image modality). Early fusion ignores both: it has no encoders.
     """
 
+    stacks = True  # with its encoders and fusion: mmal.models.stacked.stackable checks every module
+
     def __init__(
         self,
         shapes: dict[str, tuple[int, ...]],

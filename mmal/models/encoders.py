@@ -31,6 +31,8 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_hidden: int, dropout: fl
 class MLPEncoder(nn.Module):
     """Maps one modality (B, *in_shape), flattened, to an embedding (B, out_dim), ReLU-activated."""
 
+    stacks = True  # works on a leading member dimension (mmal.models.stacked)
+
     def __init__(self, in_shape: tuple[int, ...], hidden_dim: int = 128, out_dim: int = 64, num_hidden: int = 1,
                  dropout: float = 0.1):
         super().__init__()
@@ -48,6 +50,8 @@ class MLPEncoder(nn.Module):
 
 class IdentityEncoder(nn.Module):
     """No encoder: the 'embedding' is the (masked) input itself, flattened, as early fusion needs."""
+
+    stacks = True  # works on a leading member dimension (mmal.models.stacked)
 
     def __init__(self, in_shape: tuple[int, ...]):
         super().__init__()
@@ -89,6 +93,8 @@ class ConvEncoder(nn.Module):
     """A small CNN for image modalities (B, C, H, W) -> (B, out_dim), ReLU-activated (``conv_net``): 3x3
     convolutions, the last stage pooled to a ``GRID`` x ``GRID`` map, so that small images (8x8) work."""
 
+    stacks = False  # convolutions take no member dimension: trains alone (mmal.models.stacked)
+
     GRID = 2
 
     def __init__(self, in_shape: tuple[int, ...], channels: Sequence[int] = (16, 32), out_dim: int = 64,
@@ -109,6 +115,8 @@ class Conv1dEncoder(nn.Module):
     """A small 1-D CNN for time-series modalities (B, C, T) -> (B, out_dim), ReLU-activated (``conv_net``), e.g.
     the raw sensor windows of ``dataset=watch`` (C = 3 axes, T = samples): convolutions of ``kernel_size``
     (odd), the last stage pooled to ``LENGTH`` steps, so that a coarse order of events survives."""
+
+    stacks = False  # convolutions take no member dimension: trains alone (mmal.models.stacked)
 
     LENGTH = 4
 

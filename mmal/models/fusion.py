@@ -27,10 +27,13 @@ class Fusion(nn.Module):
     """Base class. Capabilities are declared as class attributes, read by the classifier:
     ``raw_inputs`` (the fusion wants the masked inputs, not encoder embeddings) and ``modality_logits``
     (its logits are the mean of per-modality logits, so masking all but one modality gives that
-    modality's own prediction)."""
+    modality's own prediction); ``stacks`` (its forward works on a leading member dimension, so K copies
+    train as one module: ``mmal.models.stacked``; a fusion that does not say so trains alone, correctly but
+    slower)."""
 
     raw_inputs: ClassVar[bool] = False
     modality_logits: ClassVar[bool] = False
+    stacks: ClassVar[bool] = False
 
     @property
     def masked_exact(self) -> bool:
@@ -74,6 +77,8 @@ def _equal_dims(dims: list[int], name: str) -> int:
 class IntermediateFusion(_HeadFusion):
     """Concatenate the per-modality embeddings and the mask, then an MLP head."""
 
+    stacks = True
+
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
                  dropout: float = 0.1):
         super().__init__(sum(dims) + len(dims), num_classes, head_hidden, head_hidden_layers, dropout)
@@ -99,6 +104,8 @@ class EarlyFusion(IntermediateFusion):
 class MeanFusion(_HeadFusion):
     """Mean of the embeddings of the present modalities (``reduce='sum'``: their sum), then an MLP head."""
 
+    stacks = True
+
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
                  dropout: float = 0.1, reduce: str = "mean"):
         check_choice("fusion.reduce", reduce, ["mean", "sum"])
@@ -119,6 +126,8 @@ class MeanFusion(_HeadFusion):
 class GatedFusion(_HeadFusion):
     """Learned per-sample modality weights: softmax over the present modalities of a linear score of
     each embedding; the weighted sum goes to an MLP head. ``last_weights`` keeps the weights (B, M)."""
+
+    stacks = True
 
     def __init__(self, dims: list[int], num_classes: int, head_hidden: int = 128, head_hidden_layers: int = 1,
                  dropout: float = 0.1):
@@ -141,6 +150,8 @@ class LateFusion(Fusion):
     zeros, i.e. a uniform prediction). The fused output is the input of the heads' last linear layers,
     concatenated over modalities and divided by the number present: the logits are linear in it, as
     for every other fusion (gradient embeddings rely on that)."""
+
+    stacks = True
 
     modality_logits = True
 
@@ -167,6 +178,8 @@ class SharedHeadFusion(Fusion):
     With one modality present the prediction is the head on its embedding. The fused output is the
     weighted mean of the embeddings, so the logits are the head applied to it (the weights sum to 1). All
     modalities missing: zero logits, a uniform prediction."""
+
+    stacks = True
 
     modality_logits = True
 

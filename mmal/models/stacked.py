@@ -10,9 +10,11 @@ On one CPU thread every member's forward, gradients and optimizer updates are th
 model alone (``tests/test_stacked.py``; a batch of 1 or 3 rows may round differently): stacking changes
 speed, not results.
 
-Only the layers below are stacked; a model with any other (a CNN encoder, a user's own module) or with a
-one-output linear layer (the gated fusion's gates, whose batched product rounds differently) is not
-``stackable`` and trains alone.
+A component says whether it stacks: the class attribute ``stacks = True`` (``Fusion`` declares it False,
+mmal's MLP and identity encoders, fusions and classifier True, the CNN encoders False). A model stacks when
+every module in it is one of PyTorch's layers below or a class that says it stacks, and it has no one-output
+linear layer (the gated fusion's gates, whose batched product rounds differently); otherwise it trains alone,
+and ``unstackable_reason`` says why.
 """
 
 from __future__ import annotations
@@ -22,21 +24,9 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from mmal.models.classifier import MultimodalClassifier
-from mmal.models.encoders import IdentityEncoder, MLPEncoder
-from mmal.models.fusion import (
-    EarlyFusion,
-    GatedFusion,
-    IntermediateFusion,
-    LateFusion,
-    MeanFusion,
-    SharedHeadFusion,
-)
-
-# Modules whose forward works on a leading member dimension, and the leaves that stack replaces.
-CONTAINERS = (nn.Sequential, nn.ModuleList, MultimodalClassifier, MLPEncoder, IdentityEncoder, IntermediateFusion,
-              EarlyFusion, MeanFusion, GatedFusion, LateFusion, SharedHeadFusion)
-LEAVES = (nn.Linear, nn.ReLU, nn.Dropout)
+# PyTorch's modules that work on a leading member dimension: the containers, and the leaves that ``stack``
+# replaces or that are elementwise.
+TORCH_MODULES = (nn.Sequential, nn.ModuleList, nn.Linear, nn.ReLU, nn.Dropout)
 
 
 class StackedLinear(nn.Module):
@@ -85,11 +75,20 @@ class StackedDropout(nn.Module):
         return x * noise.div_(1 - self.p)
 
 
+def unstackable_reason(model: nn.Module) -> str | None:
+    """Why ``model`` cannot stack (module docstring), naming the first module in the way; None when it can."""
+    for name, module in model.named_modules():
+        kind = type(module)
+        if kind not in TORCH_MODULES and not getattr(kind, "stacks", False):
+            return f"{name or 'the model'} ({kind.__name__}) does not declare stacks = True"
+        if isinstance(module, nn.Linear) and (module.bias is None or module.out_features == 1):
+            return f"{name} is a linear layer with {'no bias' if module.bias is None else 'one output'}"
+    return None
+
+
 def stackable(model: nn.Module) -> bool:
-    """Whether every module of ``model`` is one ``stack`` handles (module docstring). A linear layer with one
-    output (the gated fusion's gates) is not: its batched product rounds differently from the layer's own."""
-    return all(type(m) in LEAVES or type(m) in CONTAINERS for m in model.modules()) \
-        and all(m.bias is not None and m.out_features > 1 for m in model.modules() if isinstance(m, nn.Linear))
+    """Whether ``model`` can train stacked with copies of itself (``unstackable_reason`` is None)."""
+    return unstackable_reason(model) is None
 
 
 def stack(models: list[nn.Module], generators: list[torch.Generator]) -> nn.Module:
