@@ -169,7 +169,8 @@ class Trainer:
         Members whose models stack (``mmal.models.stacked``) and that train on the same rows train as one
         stacked model: one forward and backward pass per step for all of them. On one CPU thread each
         member's weights are then bitwise those of training it alone (``tests/test_stacked.py``), except
-        for a batch of 1 or 3 rows, where a batched product may round differently (equal in distribution,
+        for a batch of 1 or 3 rows and tiny layers (``mmal.models.stacked``), where a batched product may round
+        differently (equal in distribution,
         as with another thread count). The first member draws its dropout from the global generator, as
         ``fit`` does; the others from their own generators seeded ``seed``, so the global random state
         afterwards is that after fitting the first member alone. Stacking needs every hook ``stackable``,

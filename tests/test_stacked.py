@@ -126,7 +126,7 @@ class MaxFusion(Fusion):
 def test_a_component_declares_whether_it_stacks():
     exp, _ = _experiment()
     shapes, k = exp.data.shapes, exp.data.num_classes
-    encoder = functools.partial(MLPEncoder, hidden_dim=16, out_dim=8)
+    encoder = MLPEncoder  # the default sizes: a tiny layer (8 -> 4 on 8 rows) rounds otherwise (mmal.models.stacked)
     model = MultimodalClassifier(shapes, k, encoder, MaxFusion)
     assert unstackable_reason(model) == "fusion (MaxFusion) does not declare stacks = True"
 
