@@ -54,15 +54,45 @@ class Predictions:
     aux_probs: Tensor | None
 
 
+# The global random state a job's code sees: the CPU generator's state, and the device's when it is a GPU.
+RngState = tuple[Tensor, Tensor | None]
+
+
 def _cuda(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
-def _generator(device: torch.device, seed: int, shared: bool) -> torch.Generator:
-    """The global generator of ``device`` (``shared``), or a new one seeded ``seed``."""
-    if shared:
-        return torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
-    return torch.Generator(device=device).manual_seed(seed)
+def _rng_state(device: torch.device) -> RngState:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: RngState) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _seeded_state(device: torch.device, seed: int, dropout: torch.Generator) -> RngState:
+    """The global state after ``torch.manual_seed(seed)`` and the dropout draws that ``dropout`` (a generator
+    of ``device`` seeded ``seed``) has made since: dropout draws from the CPU generator on CPU, else from the
+    device's, and nothing else draws from the global generators during training."""
+    if device.type == "cuda":
+        return torch.Generator().manual_seed(seed).get_state(), dropout.get_state()
+    return dropout.get_state(), None
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One member of one job in ``Trainer.fit_jobs``: its training seed, its job, whether it is the job's first
+    member (whose dropout draws stand for the job's global generator), and what its training left."""
+
+    member: Member
+    seed: int
+    job: int
+    first: bool
+    steps: int = 0
+    last_loss: float = float("nan")
+    rng_after: RngState | None = None
 
 
 def _with_hook_terms(loss: Tensor, hooks: Sequence[TrainingHook], model: nn.Module, out: ModelOutput,
@@ -166,99 +196,115 @@ class Trainer:
     def fit_together(self, members: Sequence[Member], seed: int) -> None:
         """Train every member as ``fit`` would train it alone with ``seed``, each in place.
 
-        Members whose models stack (``mmal.models.stacked``) and that train on the same rows train as one
+        Members whose models stack (``mmal.models.stacked``) and that train on as many rows train as one
         stacked model: one forward and backward pass per step for all of them. On one CPU thread each
         member's weights are then bitwise those of training it alone (``tests/test_stacked.py``), except
         for a batch of 1 or 3 rows and tiny layers (``mmal.models.stacked``), where a batched product may round
-        differently (equal in distribution,
-        as with another thread count). The first member draws its dropout from the global generator, as
-        ``fit`` does; the others from their own generators seeded ``seed``, so the global random state
+        differently (equal in distribution, as with another thread count). The first member's dropout draws
+        are those of the global generator seeded ``seed``, as ``fit`` does, and the global random state
         afterwards is that after fitting the first member alone. Stacking needs every hook ``stackable``,
         an elementwise optimizer (``STACKED_OPTIMIZERS``) and no float16 loss scaling; otherwise, and for
-        models that do not stack, each member trains alone.
-        """
+        models that do not stack, each member trains alone. Raises ``DivergenceError`` when a member's
+        weights end non-finite."""
+        outcome = self.fit_jobs([(members, seed)])[0]
+        if isinstance(outcome, DivergenceError):
+            raise outcome
+        _set_rng_state(self.device, outcome)
+
+    def fit_jobs(self, jobs: Sequence[tuple[Sequence[Member], int]]) -> list[RngState | DivergenceError]:
+        """Train the members of several jobs (each: its members and its training seed) as ``fit_together`` would
+        train each job's alone; members of different jobs stack too. Leaves the process's random state as it
+        was and returns, per job, the global random state that ``fit_together`` would have left (to set before
+        the job goes on), or the ``DivergenceError`` of its first diverged member: one job's divergence is
+        that job's alone."""
         self.use_threads()
-        for member in members:
-            member.model.to(self.device).train()
-        steps = {}
-        for group in self._groups(members):
-            first = group[0] is members[0]
-            # Only the first member's training may leave the global generator changed, as fit alone does.
-            keep_global = first or len(group) > 1
-            with contextlib.nullcontext() if keep_global else torch.random.fork_rng(devices=_cuda(self.device)):
-                steps |= self._fit_group(group, seed, shares_global=first)
-        # One check per fit, not per step, and one device sync: a stacked flag per parameter tensor.
-        for member in members:
-            if not torch.stack([torch.isfinite(p).all() for p in member.model.parameters()]).all():
-                done, loss = steps[id(member)]
-                raise DivergenceError(
-                    f"{member.label}training diverged: non-finite weights after {done} steps (last loss "
-                    f"{loss:.4g}); lower trainer.lr={self.lr} or check trainer.weight_decay={self.weight_decay}, "
-                    f"trainer.precision={self.precision!r}")
+        slots = [_Slot(member, seed, j, k == 0) for j, (members, seed) in enumerate(jobs)
+                 for k, member in enumerate(members)]
+        for slot in slots:
+            slot.member.model.to(self.device).train()
+        for group in self._groups(slots):
+            with torch.random.fork_rng(devices=_cuda(self.device)):  # every draw from generators of the slots
+                self._fit_group(group)
+        outcomes: list[RngState | DivergenceError | None] = [None] * len(jobs)
+        for slot in slots:  # one check per fit, not per step, and one device sync per member
+            member = slot.member
+            if outcomes[slot.job] is None and not torch.stack([torch.isfinite(p).all()
+                                                               for p in member.model.parameters()]).all():
+                outcomes[slot.job] = DivergenceError(
+                    f"{member.label}training diverged: non-finite weights after {slot.steps} steps (last loss "
+                    f"{slot.last_loss:.4g}); lower trainer.lr={self.lr} or check trainer.weight_decay="
+                    f"{self.weight_decay}, trainer.precision={self.precision!r}")
             member.model.eval()
+        return [outcome if outcome is not None else slot.rng_after for outcome, slot in
+                zip(outcomes, [s for s in slots if s.first])]
 
     def _stacks(self) -> bool:
         """Whether this trainer's optimizer, hooks and precision allow stacked training."""
         return (component_class(self.optimizer) in STACKED_OPTIMIZERS and self.precision != "16"
                 and all(hook.stackable and type(hook).passes is TrainingHook.passes for hook in self.hooks))
 
-    def _groups(self, members: Sequence[Member]) -> list[list[Member]]:
-        """Members that train as one stacked model: same rows, same architecture, every one stackable, none
-        with hooks of its own (and a trainer that allows it); every other member alone. The first member's
-        group comes first."""
-        def architecture(member: Member) -> list[tuple[str, torch.Size]] | None:
+    def _groups(self, slots: Sequence[_Slot]) -> list[list[_Slot]]:
+        """Slots that train as one stacked model: as many rows, the same architecture, every one stackable,
+        none with hooks of its own (and a trainer that allows it); every other slot alone."""
+        def architecture(slot: _Slot) -> tuple | None:
             """What must match to stack; None for a member that trains alone."""
+            member = slot.member
             if not (self._stacks() and stackable(member.model)) or member.hooks:
                 return None
-            return [(n, p.shape) for n, p in member.model.named_parameters()]
+            return len(member.rows), [(n, p.shape) for n, p in member.model.named_parameters()]
 
-        groups: list[list[Member]] = []
-        for member in members:
-            shape = architecture(member)
-            group = next((g for g in groups if shape is not None and architecture(g[0]) == shape
-                          and torch.equal(g[0].rows, member.rows)), None)
+        groups: list[list[_Slot]] = []
+        for slot in slots:
+            shape = architecture(slot)
+            group = next((g for g in groups if shape is not None and architecture(g[0]) == shape), None)
             if group is None:
-                groups.append([member])
+                groups.append([slot])
             else:
-                group.append(member)
+                group.append(slot)
         return groups
 
-    def _fit_group(self, group: list[Member], seed: int, shares_global: bool) -> dict[int, tuple]:
-        """The one training loop (``fit_together``): the members of ``group`` train as one model per step, stacked
+    def _fit_group(self, group: list[_Slot]) -> None:
+        """The one training loop (``fit_jobs``): the members of ``group`` train as one model per step, stacked
         (``mmal.models.stacked``) when there are several, the model itself when there is one; member k's
-        weights come out as if it trained alone. Returns id(member) -> (steps, last loss).
+        weights come out as if it trained alone with its own seed. Sets each slot's steps and last loss, and
+        a job's first slot's ``rng_after``.
 
-        Dropout: a model alone draws from the global generator, seeded ``seed``; stacked members from their own
-        generators seeded ``seed``, the first from the global one when ``shares_global``. Batch order and
-        modality dropout have generators of their own, seeded from ``seed`` alone, so every member sees the
-        batches it would see alone."""
+        Each member's randomness derives from its own seed: its batch order, its modality dropout and its
+        dropout (a model alone: the global generator, seeded; stacked: a generator of its own, seeded
+        alike, which draws the same numbers)."""
         together = len(group) > 1
-        hooks = [*self.hooks, *group[0].hooks]  # a member with hooks of its own trains alone (_groups)
+        members = [slot.member for slot in group]
+        hooks = [*self.hooks, *members[0].hooks]  # a member with hooks of its own trains alone (_groups)
         if together:
-            model = stack([m.model for m in group],
-                          [_generator(self.device, seed, shared=shares_global and k == 0) for k in range(len(group))])
+            dropouts = [torch.Generator(device=self.device).manual_seed(slot.seed) for slot in group]
+            model = stack([m.model for m in members], dropouts)
         else:
-            model = group[0].model
-        if shares_global or not together:
-            torch.manual_seed(seed)  # dropout of a model alone, or of the first member, from the global generator
-        order = torch.Generator().manual_seed(seed)
-        drops = [torch.Generator().manual_seed(derive_seed(seed, "modality_dropout")) for _ in group]
+            model = members[0].model
+            torch.manual_seed(group[0].seed)  # nn.Dropout draws from the global generator (forked: fit_jobs)
+        orders = [torch.Generator().manual_seed(slot.seed) for slot in group]
+        drops = [torch.Generator().manual_seed(derive_seed(slot.seed, "modality_dropout")) for slot in group]
         opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")  # float16 never stacks
-        idx = group[0].rows.to(self.device)
         # The training rows, (n, ...) for a model alone, (K, n, ...) stacked; batches take positions in them.
         def rows_of(tensors: Callable[[Member], Tensor]) -> Tensor:
-            return torch.stack([tensors(m)[idx] for m in group]) if together else tensors(group[0])[idx]
-        x = {m: rows_of(lambda member, m=m: member.data.x[m]) for m in group[0].data.x}
+            taken = [tensors(m)[m.rows.to(self.device)] for m in members]
+            return torch.stack(taken) if together else taken[0]
+        x = {m: rows_of(lambda member, m=m: member.data.x[m]) for m in members[0].data.x}
         masks, ys = rows_of(lambda member: member.data.mask), rows_of(lambda member: member.data.y)
-        take = (lambda v, pos: v[:, pos]) if together else (lambda v, pos: v[pos])
-        steps_per_epoch = -(-len(idx) // self.batch_size)
+        n = len(members[0].rows)
+        if together:
+            lead = torch.arange(len(group), device=self.device)[:, None]
+            take = lambda v, pos: v[lead, pos]  # noqa: E731  (member k's rows pos[k])
+        else:
+            take = lambda v, pos: v[pos[0]]  # noqa: E731
+        steps_per_epoch = -(-n // self.batch_size)
         for hook in hooks:
             hook.start(model, opt, self.epochs * steps_per_epoch)
         step = 0
         for epoch in range(self.epochs):
             _start_epoch(hooks, model, epoch, lambda step=step: Batch(x, masks, ys, step))
-            for pos in torch.randperm(len(idx), generator=order).to(self.device).split(self.batch_size):
+            order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(self.device)  # (K, n)
+            for pos in order.split(self.batch_size, dim=1):
                 mask = take(masks, pos)
                 if self.modality_dropout > 0:
                     mask = (torch.stack([self._drop_modalities(m, g) for m, g in zip(mask, drops)]) if together
@@ -285,9 +331,13 @@ class Trainer:
                     scaler.update()
                 step += 1
         if together:
-            unstack(model, [m.model for m in group])
+            unstack(model, [m.model for m in members])
         last = losses.reshape(-1).tolist()
-        return {id(member): (step, last[k]) for k, member in enumerate(group)}
+        for k, slot in enumerate(group):
+            slot.steps, slot.last_loss = step, last[k]
+            if slot.first:  # where the job's global generator would be after training this member alone
+                slot.rng_after = (_seeded_state(self.device, slot.seed, dropouts[k]) if together
+                                  else _rng_state(self.device))
 
     def _drop_modalities(self, mask: Tensor, g: torch.Generator) -> Tensor:
         """Mask each present modality with probability ``modality_dropout``; a row left with none keeps its

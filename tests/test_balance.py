@@ -23,7 +23,7 @@ from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import IntermediateFusion, SharedHeadFusion
 from mmal.train import run
-from mmal.training import Member
+from mmal.training import Member, _Slot
 
 # Dropout off: the masked forward passes below are then the training forward's own embeddings.
 NO_DROPOUT = ["model.encoder.dropout=0", "fusion.dropout=0"]
@@ -174,7 +174,8 @@ def test_the_balancing_method_trains_the_fused_model_only_and_its_references_as_
         fused = Member(copy.deepcopy(initial), exp.data.pool, rows, hooks=(exp.balance,) if balanced else ())
         members = [fused, *References().members(initial, exp.data, rows).values()]
         if balanced:  # the fused model alone, its two references stacked together
-            assert [len(g) for g in exp.trainer._groups(members)] == [1, 2]
+            slots = [_Slot(member, 3, 0, k == 0) for k, member in enumerate(members)]
+            assert [len(g) for g in exp.trainer._groups(slots)] == [1, 2]
         exp.trainer.fit_together(members, 3)
         trained[balanced] = [m.model.state_dict() for m in members]
     for balanced_ref, plain_ref in zip(trained[True][1:], trained[False][1:]):

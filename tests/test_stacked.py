@@ -18,7 +18,7 @@ from mmal.models import MultimodalClassifier
 from mmal.models.encoders import ConvEncoder, MLPEncoder
 from mmal.models.fusion import Fusion, IntermediateFusion
 from mmal.models.stacked import StackedLinear, stack, stackable, unstack, unstackable_reason
-from mmal.training import DivergenceError, Member, Trainer
+from mmal.training import DivergenceError, Member, Trainer, _Slot
 
 
 @pytest.fixture(autouse=True)
@@ -41,13 +41,16 @@ def _experiment(*overrides: str):
 
 def _alone(trainer: Trainer, member: Member, seed: int, first: bool) -> None:
     """What the trainer did before stacking: the loop on one model, the references under a forked random state."""
-    member.model.train()
     if first:
-        trainer._fit_group([member], seed, shares_global=True)
+        trainer.fit_together([member], seed)
     else:
         with torch.random.fork_rng(devices=[]):
-            trainer._fit_group([member], seed, shares_global=True)
-    member.model.eval()
+            trainer.fit_together([member], seed)
+
+
+def _slots(members: list[Member]) -> list[_Slot]:
+    """The members of one job, as ``Trainer.fit_jobs`` sees them."""
+    return [_Slot(member, 0, 0, k == 0) for k, member in enumerate(members)]
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -72,7 +75,7 @@ def test_the_fused_model_and_its_references_train_together_bitwise_as_alone(over
     together = [Member(copy.deepcopy(initial), data.pool, rows),
                 *References().members(initial, data, rows).values()]
     alone = [Member(copy.deepcopy(initial), m.data, m.rows) for m in together]
-    assert stackable(initial) and len(trainer._groups(together)) == 1  # one stack of three
+    assert stackable(initial) and len(trainer._groups(_slots(together))) == 1  # one stack of three
 
     torch.manual_seed(123)
     for i, member in enumerate(alone):
@@ -98,8 +101,8 @@ def test_members_on_other_rows_or_models_that_do_not_stack_train_alone_with_the_
     members = [Member(copy.deepcopy(initial), data.pool, rows), *references.values()]
     sizes = [len(m.rows) for m in members]
     assert sizes[0] == sizes[1] > sizes[2]  # b is missing from some labeled rows: its reference has fewer
-    groups = trainer._groups(members)
-    assert [len(g) for g in groups] == [2, 1] and groups[1][0] is members[2]
+    groups = trainer._groups(_slots(members))
+    assert [len(g) for g in groups] == [2, 1] and groups[1][0].member is members[2]
     alone = [Member(copy.deepcopy(initial), m.data, m.rows) for m in members]
     for i, member in enumerate(alone):
         _alone(trainer, member, 3, first=i == 0)
@@ -107,7 +110,7 @@ def test_members_on_other_rows_or_models_that_do_not_stack_train_alone_with_the_
     assert all(_same_weights(a.model, b.model) for a, b in zip(alone, members))
 
     gated, model = _experiment("fusion=gated")  # one-output gates: a batched product would round differently
-    assert not stackable(model) and len(gated.trainer._groups([Member(model, gated.data.pool, rows)] * 2)) == 2
+    assert not stackable(model) and len(gated.trainer._groups(_slots([Member(model, gated.data.pool, rows)] * 2))) == 2
 
 
 class MaxFusion(Fusion):
@@ -138,7 +141,7 @@ def test_a_component_declares_whether_it_stacks():
     initial = MultimodalClassifier(shapes, k, encoder, StackingMaxFusion)
     assert unstackable_reason(initial) is None
     pair = [Member(copy.deepcopy(initial), exp.data.pool, rows) for _ in range(2)]
-    assert len(exp.trainer._groups(pair)) == 1
+    assert len(exp.trainer._groups(_slots(pair))) == 1
     alone = Member(copy.deepcopy(initial), exp.data.pool, rows)
     _alone(exp.trainer, alone, 5, first=True)
     exp.trainer.fit_together(pair, 5)
@@ -156,10 +159,10 @@ def test_a_hook_that_is_not_stackable_an_unsuitable_optimizer_or_float16_keep_mo
     exp, initial = _experiment()
     rows = torch.arange(40)
     pair = [Member(copy.deepcopy(initial), exp.data.pool, rows) for _ in range(2)]
-    assert len(exp.trainer._groups(pair)) == 1
-    assert len(Trainer(epochs=1, hooks=[Probe()], device="cpu")._groups(pair)) == 2
+    assert len(exp.trainer._groups(_slots(pair))) == 1
+    assert len(Trainer(epochs=1, hooks=[Probe()], device="cpu")._groups(_slots(pair))) == 2
     lbfgs = Trainer(epochs=1, device="cpu", optimizer=torch.optim.LBFGS)
-    assert len(lbfgs._groups(pair)) == 2
+    assert len(lbfgs._groups(_slots(pair))) == 2
 
 
 def test_stack_and_unstack_move_each_members_weights():
