@@ -62,5 +62,15 @@ def main(argv: list[str] | None = None) -> None:
               "remove the file and rerun the same command to resume, or add --on-corrupt absent to mark such "
               "files absent", file=sys.stderr)
         sys.exit(1)
-    counts = ", ".join(f"{split} {c['rows']} rows" for split, c in manifest["splits"].items())
-    print(f"prepared {manifest['dataset']}: {counts} in {args.out}\ntrain with: {manifest['train']}")
+    counts = ", ".join(f"{split} {c['rows']} rows{_missing(c)}" for split, c in manifest["splits"].items())
+    print(f"prepared {manifest['dataset']}: {counts} in {args.out}")
+    if manifest["dropped"]:
+        print(f"left out: {len(manifest['dropped'])} rows with no modality at all (named in manifest.json)")
+    print(f"train with: {manifest['train']}")
+
+
+def _missing(counts: dict) -> str:
+    """`` (absent: visual 5; corrupt: audio 1)``: the modalities missing from rows of a split, if any."""
+    parts = [f"{what}: " + ", ".join(f"{m} {n}" for m, n in counts[what].items() if n)
+             for what in ("absent", "corrupt") if any(counts[what].values())]
+    return f" ({'; '.join(parts)})" if parts else ""

@@ -85,6 +85,12 @@ class Pretrained(Extractor):
         except (OSError, ValueError) as err:
             raise ConfigError(key, str(folder), f"cannot load the model or its preprocessor files from "
                                                 f"{folder.resolve()}: {err}") from None
+        if kind == "text" and len(self.processor) <= len(self.processor.all_special_ids):
+            # transformers builds a tokenizer of special tokens alone when the folder has no tokenizer files
+            raise ConfigError(key, str(folder), f"no tokenizer there: {folder.resolve()} has no tokenizer files "
+                                                "(tokenizer.json, or vocab.txt and tokenizer_config.json); fetch "
+                                                f"the whole model folder, e.g. `hf download {EXAMPLE_MODELS[kind]} "
+                                                f"--local-dir {folder}`")
         self.rate = getattr(self.processor, "sampling_rate", None)
         probe = {"image": lambda: [_grey()], "frames": lambda: [[_grey()]], "text": lambda: ["a"],
                  "audio": lambda: [np.zeros(self.rate or 16000, np.float32)]}[kind]()

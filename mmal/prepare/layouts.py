@@ -21,8 +21,9 @@ every problem with the folder itself is reported before any extraction starts.
       <root>/{train,test}.csv   optional; rows: <clip>,<emotion>  (OGM-GE's data/CREMAD split files)
 
   Six emotions in OGM-GE's label order (NEU HAP SAD FEA DIS ANG), read from the clip name. Without the
-  split files every clip of ``AudioWAV`` is split 90/10 stratified by emotion with seed 0 (OGM-GE's files
-  hold 6,698 and 744 clips). A WAV or frame folder that is not there is an absent modality for that clip.
+  split files every clip of ``AudioWAV`` or the frame folders is split 90/10 stratified by emotion with
+  seed 0 (OGM-GE's files hold 6,698 and 744 clips). A WAV (``.wav`` in any case) or frame folder that is
+  not there is an absent modality for that clip.
 - **AVE** (Tian et al., 2018; the release's split files plus the audio and the event-segment frames that
   PMR's ``data/AVE/mp4_to_wav.py`` and ``video_preprocessing.py`` (``extractImage_SE``) write)::
 
@@ -109,6 +110,11 @@ def food101(root: Path) -> Layout:
                 image = root / "images" / official / cls / name
                 samples.append(Sample(split, label[cls], name, {"image": image if image.is_file() else None,
                                                                 "text": text or None}))
+    used = {s.label for s in samples if s.split == "pool"}
+    if unused := [c for c in classes if label[c] not in used]:
+        raise ConfigError("--root", str(root), f"the class folder {train_images / unused[0]} has no row in "
+                                               "texts/train_titles.csv: every folder of images/train is a class, "
+                                               "so remove the folders of classes you do not use")
     return Layout("food101", classes, {"image": "image", "text": "text"}, samples, index_files,
                   {"splits": "pool = texts/train_titles.csv, test = texts/test_titles.csv (official)"})
 
@@ -122,6 +128,7 @@ def cremad(root: Path, fps: int = 1) -> Layout:
     if not frames.is_dir():
         raise ConfigError("--fps", fps, f"no folder {frames}: the frames of every clip, as OGM-GE's "
                                         f"video_preprocessing.py writes them at {fps} frame(s) per second")
+    wavs, folders = _wav_files(audio), _frame_folders(frames)
     tables = [root / "train.csv", root / "test.csv"]
     if any(t.is_file() for t in tables):
         missing = [str(t) for t in tables if not t.is_file()]
@@ -131,10 +138,10 @@ def cremad(root: Path, fps: int = 1) -> Layout:
         clips = {split: _cremad_table(t) for split, t in zip(("pool", "test"), tables)}
         notes = {"splits": "pool = train.csv, test = test.csv (OGM-GE's split files)"}
     else:
-        names = sorted(p.stem for p in audio.glob("*.wav"))
+        names = sorted(set(wavs) | set(folders))  # a clip with frames but no WAV is a row with audio absent
         if not names:
-            raise ConfigError("--root", str(root), f"no .wav files in {audio}")
-        labels = [_cremad_emotion(n, audio / f"{n}.wav") for n in names]
+            raise ConfigError("--root", str(root), f"no .wav files in {audio} and no frame folders in {frames}")
+        labels = [_cremad_emotion(n, wavs.get(n) or folders[n]) for n in names]
         try:
             pool, test = train_test_split(np.array(names), test_size=CREMAD_TEST_FRACTION, stratify=labels,
                                           random_state=0)
@@ -147,18 +154,28 @@ def cremad(root: Path, fps: int = 1) -> Layout:
     samples = []
     for split, names in clips.items():
         for name in names:
-            label = CREMAD_EMOTIONS.index(_cremad_emotion(name, audio / f"{name}.wav"))
-            samples.append(Sample(split, label, name, _audio_visual(audio, frames, name)))
+            label = CREMAD_EMOTIONS.index(_cremad_emotion(name, wavs.get(name) or audio / f"{name}.wav"))
+            samples.append(Sample(split, label, name, {"audio": wavs.get(name), "visual": folders.get(name)}))
     present = [t for t in tables if t.is_file()]
     return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": "audio", "visual": "frames"}, samples, present, notes)
 
 
-def _audio_visual(audio: Path, frames: Path, name: str) -> dict[str, Path | None]:
-    """The sources of one clip of an audio-visual layout: ``<audio>/<name>.wav`` and the frame folder
-    ``<frames>/<name>/``, each None where it is not there (a folder without images counts as not there)."""
-    wav, folder = audio / f"{name}.wav", frames / name
-    has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
-    return {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None}
+def _wav_files(folder: Path) -> dict[str, Path]:
+    """The WAV files of ``folder`` by clip name, whatever the case of their suffix (``.wav``, ``.WAV``)."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() == ".wav":
+            if path.stem in files:
+                raise ConfigError("--root", str(folder.parent), f"{files[path.stem]} and {path.name}: two WAV files "
+                                                                "of one clip; keep one")
+            files[path.stem] = path
+    return files
+
+
+def _frame_folders(frames: Path) -> dict[str, Path]:
+    """The frame folders under ``frames`` by clip name; a folder without images counts as not there."""
+    return {p.name: p for p in sorted(frames.iterdir())
+            if p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())}
 
 
 def _cremad_table(path: Path) -> list[str]:
@@ -194,6 +211,7 @@ def ave(root: Path, fps: int = 1) -> Layout:
                                         f"video_preprocessing.py (extractImage_SE) writes them at {fps} per second")
     tables = {split: root / f"{name}Set.txt" for split, name in (("pool", "train"), ("val", "val"), ("test", "test"))}
     rows = {split: _ave_table(table) for split, table in tables.items()}
+    wavs, folders = _wav_files(audio), _frame_folders(frames)
     classes = sorted({category for split_rows in rows.values() for category, *_ in split_rows})
     samples, repeated = [], 0
     for split, split_rows in rows.items():
@@ -203,8 +221,8 @@ def ave(root: Path, fps: int = 1) -> Layout:
                 repeated += 1
                 continue
             seen.add(video)
-            samples.append(Sample(split, classes.index(category), video, _audio_visual(audio, frames, video),
-                                  segment=(start, end)))
+            samples.append(Sample(split, classes.index(category), video,
+                                  {"audio": wavs.get(video), "visual": folders.get(video)}, segment=(start, end)))
     return Layout("ave", classes, {"audio": "audio", "visual": "frames"}, samples, list(tables.values()),
                   {"splits": "pool = trainSet.txt, val = valSet.txt, test = testSet.txt (the AVE release)",
                    "repeated_videos_left_out": repeated}, splits=("pool", "val", "test"), seconds=10.0)

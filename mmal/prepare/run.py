@@ -83,8 +83,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
         if m in raw:
             extractors[m] = LogMel(n_mels, seconds) if kind == "audio" else Pixels(kind, image_size, frames)
         elif not backbone:
-            raise ConfigError(MODEL_FLAGS[kind], None, f"a local model folder for {dataset}'s {m!r} modality, or "
-                                                       f"--raw {m} to store it as raw tensors")
+            instead = " (text cannot be stored raw)" if kind == "text" else f", or --raw {m} to store it as raw tensors"
+            raise ConfigError(MODEL_FLAGS[kind], None, f"a local model folder for {dataset}'s {m!r} modality"
+                                                       f"{instead}")
         else:
             extractors[m] = Pretrained(kind, Path(backbone), MODEL_FLAGS[kind], device, precision == "bf16",
                                        max_length)
@@ -95,7 +96,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
         raise ConfigError("--root", str(root), f"split {empty[0]!r} has no row with any modality present "
                                                f"({layout.notes['splits']})")
     kinds = {layout.kinds[m] for m in names}
-    options = {"precision": precision, "on_corrupt": on_corrupt}  # and those that apply to this dataset:
+    options = {"precision": precision}  # and those that apply to this dataset:
     options |= {"max_length": max_length} if "text" in kinds else {}
     options |= {"seconds": seconds} if "audio" in kinds else {}
     options |= {"frames": frames, "fps": fps} if "frames" in kinds else {}
@@ -111,38 +112,43 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     rate = next((e.rate for e in extractors.values() if getattr(e, "rate", None)), 16000)
     read = {"image": lambda p, s: read_image(p), "frames": lambda p, s: read_frames(p, frames),
             "audio": lambda p, s: read_audio(p, rate, seconds, s.segment), "text": lambda t, s: (t, text_digest(t))}
+    split_rows = {split: [s for s in kept if s.split == split] for split in layout.splits}
+    keys = {split: [_key(s, root) for s in rows] for split, rows in split_rows.items()}
     counts = {}
-    with ThreadPoolExecutor(workers) as pool:
-        for split in layout.splits:
-            rows = [s for s in kept if s.split == split]
+    with store.claimed(), ThreadPoolExecutor(workers) as pool:
+        for split, rows in split_rows.items():  # before anything is written: the rows kept are still the rows
+            store.check_rows(split, keys[split], [s.name for s in rows], root)
+        for split, rows in split_rows.items():
             arrays = store.arrays(split, len(rows), {
                 **{m: (e.shape, e.dtype) for m, e in extractors.items()},
-                "y": ((), np.dtype(np.int64)), "mask": ((len(names),), np.dtype(bool))})
+                "y": ((), np.dtype(np.int64)), "mask": ((len(names),), np.dtype(bool))}, split)
             book = store.arrays(f"{split}.sources", len(rows), {"status": ((len(names),), np.dtype(np.uint8)),
-                                                                "sha256": ((len(names),), np.dtype("S64"))})
+                                                                "sha256": ((len(names),), np.dtype("S64")),
+                                                                "key": ((), np.dtype("S64"))}, split)
             start = store.done(split)
-            bar = _bar(progress, total=len(rows), initial=start, desc=f"{dataset} {split}")
-            for a in range(start, len(rows), batch_size):
-                batch = rows[a:a + batch_size]
-                _write_batch(batch, a, names, layout, extractors, read, pool, on_corrupt, arrays, book)
-                store.commit(split, a + len(batch))
-                bar.update(len(batch))
-            bar.close()
+            with _bar(progress, total=len(rows), initial=start, desc=f"{dataset} {split}") as bar:
+                for a in range(start, len(rows), batch_size):
+                    batch = rows[a:a + batch_size]
+                    _write_batch(batch, a, names, layout, extractors, read, pool, on_corrupt, arrays, book)
+                    book["key"][a:a + len(batch)] = keys[split][a:a + len(batch)]
+                    store.commit(split, a + len(batch))
+                    bar.update(len(batch))
             status = np.asarray(book["status"])
             counts[split] = {"rows": len(rows), **{what: {m: int((status[:, j] == code).sum())
                                                           for j, m in enumerate(names)}
                                                    for code, what in ((ABSENT, "absent"), (CORRUPT, "corrupt"))}}
             np.save(store.work / split / "modalities.npy", np.array(names))
-    sources = _sources_csv(kept, names, root, store, layout.splits)
-    manifest = {
-        "dataset": dataset, "classes": layout.classes, "modalities": names, "kinds": layout.kinds,
-        "settings": settings, "splits": counts, "dropped": dropped, "sources_sha256": _sha(sources),
-        "arrays": {m: {"shape": list(e.shape), "dtype": e.dtype.name} for m, e in extractors.items()},
-        "device": device, "elapsed_seconds": round(time.perf_counter() - started, 1),  # of the last invocation
-        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "train": _train_command(dataset, out, raw),
-    }
-    store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
+        sources = _sources_csv(kept, names, root, store, layout.splits)
+        manifest = {
+            "dataset": dataset, "classes": layout.classes, "modalities": names, "kinds": layout.kinds,
+            "settings": settings, "splits": counts, "dropped": dropped, "sources_sha256": _sha(sources),
+            "arrays": {m: {"shape": list(e.shape), "dtype": e.dtype.name} for m, e in extractors.items()},
+            "on_corrupt": on_corrupt, "device": device,
+            "elapsed_seconds": round(time.perf_counter() - started, 1),  # of the last invocation
+            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "train": _train_command(dataset, out, raw),
+        }
+        store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
     return manifest
 
 
@@ -195,6 +201,15 @@ def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw:
         "rows": layout.notes, **options,
         "versions": {p: version(p) for p in ("mmal", "torch", "transformers", "numpy", "scipy", "pillow")},
     }
+
+
+def _key(sample: Sample, root: Path) -> bytes:
+    """The identity of a row: its name, label, segment and sources (files relative to ``root``; texts by
+    checksum), as a sha256 hex; a resume keeps a written row only while its key is unchanged."""
+    sources = {m: None if v is None else text_digest(v) if isinstance(v, str) else str(v.relative_to(root))
+               for m, v in sample.sources.items()}
+    identity = json.dumps([sample.name, sample.label, sample.segment, sources], sort_keys=True)
+    return _sha(identity).encode()
 
 
 def _sources_csv(samples: list[Sample], names: list[str], root: Path, store: Store, splits: tuple[str, ...]) -> str:
