@@ -27,7 +27,7 @@ from mmal.errors import ConfigError
 from mmal.log import read_jsonl
 from mmal.prepare import prepare
 from mmal.prepare.decode import CorruptSource, read_audio, read_frames, read_image
-from mmal.prepare.extractors import LogMel, Pixels, Pretrained
+from mmal.prepare.extractors import LogMel, Pixels, Pretrained, PretrainedText
 from mmal.prepare.fixtures import (
     AVE_CATEGORIES,
     EMOTIONS,
@@ -67,8 +67,8 @@ def _rows(out: Path, split: str) -> list[dict]:
 def test_food101_arrays_follow_the_csv_rows_with_labels_mask_and_the_backbones_embeddings(food, food_prepared,
                                                                                           models):
     root, expected = food
-    image_model = Pretrained("image", models["image"], "--image-model", "cpu")
-    text_model = Pretrained("text", models["text"], "--text-model", "cpu")
+    image_model = Pretrained(models["image"], "--image-model", "cpu")
+    text_model = PretrainedText(models["text"], "--text-model", "cpu")
     for split in ("pool", "test"):
         arrays = {k: np.load(food_prepared / split / f"{k}.npy") for k in ("image", "text", "y", "mask", "modalities")}
         rows = expected[split]
@@ -141,7 +141,7 @@ def test_cremad_with_ogm_ge_split_files_raw_tensors_of_the_exact_files(tmp_path)
     wave, _ = read_audio(root / "AudioWAV" / f"{pool[i]}.wav", 16000, 1.0)
     assert np.array_equal(np.load(out / "pool" / "audio.npy")[i], LogMel(32, 1.0)([wave])[0])
     frames, _ = read_frames(root / "Image-01-FPS" / pool[i], 2)
-    assert np.array_equal(np.load(out / "pool" / "visual.npy")[i], Pixels("frames", 16, 2)([frames])[0])
+    assert np.array_equal(np.load(out / "pool" / "visual.npy")[i], Pixels(16, frames=2)([frames])[0])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits"]["pool"]["absent"] == {"audio": 0, "visual": 6}  # the 1001_ clips, all in pool
     assert manifest["splits"]["test"]["absent"] == {"audio": 0, "visual": 0}

@@ -7,13 +7,14 @@ import os
 import sys
 
 from mmal.errors import ConfigError
+from mmal.prepare.layouts import LAYOUTS
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="mmal-prepare", description="Prepare a real multimodal dataset from its published layout: frozen "
         "embeddings of local backbones (or raw tensors) in the layout `dataset=features` reads, with a manifest.")
-    parser.add_argument("dataset", help="food101 | cremad | ave")
+    parser.add_argument("dataset", help=" | ".join(LAYOUTS))
     parser.add_argument("--root", required=True, help="the raw dataset folder, in its published layout")
     parser.add_argument("--out", required=True, help="a new or empty folder for the prepared arrays (resumes a "
                                                      "stopped preparation of the same settings)")

@@ -1,8 +1,9 @@
 """The published folder layouts of the raw datasets ``mmal-prepare`` reads, as lists of samples.
 
-A layout function takes the folder the user downloaded (``--root``) and returns a ``Layout``: the class
-names, the modalities with their kind (``image``, ``text``, ``audio``, ``frames``), and one ``Sample`` per
-row in the order the rows will be written. Nothing is decoded here: a layout only lists files, so that
+A layout function takes the folder the user downloaded (``--root``) and the preprocessing ``Options`` (it
+reads those it needs: ``fps`` picks the frame folders) and returns a ``Layout``: the class names, the
+modalities with their kind (``mmal.prepare.kinds``), and one ``Sample`` per row in the order the rows will
+be written. Nothing is decoded here: a layout only lists files, so that
 every problem with the folder itself is reported before any extraction starts.
 
 - **UPMC Food-101** (Wang et al., 2015; the layout of its Kaggle release, which BMMAL and mmbt read)::
@@ -47,8 +48,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mmal.errors import ConfigError
+from mmal.prepare.decode import IMAGE_SUFFIXES
+from mmal.prepare.kinds import AUDIO, DEFAULT_OPTIONS, FRAMES, IMAGE, TEXT, Kind, Options
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")  # OGM-GE's class_dict order
 CREMAD_TEST_FRACTION = 0.1
 
@@ -73,7 +75,7 @@ class Layout:
 
     dataset: str
     classes: list[str]
-    kinds: dict[str, str]  # modality -> image | text | audio | frames
+    kinds: dict[str, Kind]  # modality -> its kind
     samples: list[Sample]
     index_files: list[Path] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)  # how the rows were chosen, for the manifest
@@ -81,7 +83,7 @@ class Layout:
     seconds: float = 3.0  # audio clips are tiled or cut to this length unless --seconds says otherwise
 
 
-def food101(root: Path) -> Layout:
+def food101(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
     """UPMC Food-101 under ``root`` (module docstring)."""
     train_images = root / "images" / "train"
     if not train_images.is_dir():
@@ -115,12 +117,13 @@ def food101(root: Path) -> Layout:
         raise ConfigError("--root", str(root), f"the class folder {train_images / unused[0]} has no row in "
                                                "texts/train_titles.csv: every folder of images/train is a class, "
                                                "so remove the folders of classes you do not use")
-    return Layout("food101", classes, {"image": "image", "text": "text"}, samples, index_files,
+    return Layout("food101", classes, {"image": IMAGE, "text": TEXT}, samples, index_files,
                   {"splits": "pool = texts/train_titles.csv, test = texts/test_titles.csv (official)"})
 
 
-def cremad(root: Path, fps: int = 1) -> Layout:
-    """CREMA-D under ``root`` with frames extracted at ``fps`` frames per second (module docstring)."""
+def cremad(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
+    """CREMA-D under ``root`` with frames extracted at ``options.fps`` frames per second (module docstring)."""
+    fps = options.fps
     audio, frames = root / "AudioWAV", root / f"Image-{fps:02d}-FPS"
     if not audio.is_dir():
         raise ConfigError("--root", str(root), f"no folder {audio}: CREMA-D's raw release keeps one WAV per clip "
@@ -157,7 +160,7 @@ def cremad(root: Path, fps: int = 1) -> Layout:
             label = CREMAD_EMOTIONS.index(_cremad_emotion(name, wavs.get(name) or audio / f"{name}.wav"))
             samples.append(Sample(split, label, name, {"audio": wavs.get(name), "visual": folders.get(name)}))
     present = [t for t in tables if t.is_file()]
-    return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": "audio", "visual": "frames"}, samples, present, notes)
+    return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": AUDIO, "visual": FRAMES}, samples, present, notes)
 
 
 def _wav_files(folder: Path) -> dict[str, Path]:
@@ -200,8 +203,9 @@ def _cremad_emotion(name: str, path: Path) -> str:
     return parts[2]
 
 
-def ave(root: Path, fps: int = 1) -> Layout:
-    """AVE under ``root`` with event-segment frames extracted at ``fps`` (module docstring)."""
+def ave(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
+    """AVE under ``root`` with event-segment frames extracted at ``options.fps`` (module docstring)."""
+    fps = options.fps
     audio, frames = root / "Audios", root / f"Image-{fps:02d}-FPS-SE"
     if not audio.is_dir():
         raise ConfigError("--root", str(root), f"no folder {audio}: one WAV per video, as PMR's mp4_to_wav.py "
@@ -223,7 +227,7 @@ def ave(root: Path, fps: int = 1) -> Layout:
             seen.add(video)
             samples.append(Sample(split, classes.index(category), video,
                                   {"audio": wavs.get(video), "visual": folders.get(video)}, segment=(start, end)))
-    return Layout("ave", classes, {"audio": "audio", "visual": "frames"}, samples, list(tables.values()),
+    return Layout("ave", classes, {"audio": AUDIO, "visual": FRAMES}, samples, list(tables.values()),
                   {"splits": "pool = trainSet.txt, val = valSet.txt, test = testSet.txt (the AVE release)",
                    "repeated_videos_left_out": repeated}, splits=("pool", "val", "test"), seconds=10.0)
 
@@ -251,5 +255,4 @@ def _ave_table(path: Path) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-LAYOUTS: dict[str, Callable[..., Layout]] = {"food101": food101, "cremad": cremad, "ave": ave}
-WITH_FRAMES = ("cremad", "ave")  # the layouts that take --fps
+LAYOUTS: dict[str, Callable[[Path, Options], Layout]] = {"food101": food101, "cremad": cremad, "ave": ave}
