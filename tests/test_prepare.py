@@ -7,6 +7,7 @@ query strategy and the imbalance diagnostics, on embeddings and end to end on ra
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from mmal.errors import ConfigError
 from mmal.log import read_jsonl
 from mmal.prepare import prepare
 from mmal.prepare.decode import CorruptSource, read_audio, read_frames, read_image
-from mmal.prepare.extractors import LogMel, Pixels, Pretrained
+from mmal.prepare.extractors import LogMel, Pixels, Pretrained, PretrainedText
 from mmal.prepare.fixtures import (
     AVE_CATEGORIES,
     EMOTIONS,
@@ -66,8 +67,8 @@ def _rows(out: Path, split: str) -> list[dict]:
 def test_food101_arrays_follow_the_csv_rows_with_labels_mask_and_the_backbones_embeddings(food, food_prepared,
                                                                                           models):
     root, expected = food
-    image_model = Pretrained("image", models["image"], "--image-model", "cpu")
-    text_model = Pretrained("text", models["text"], "--text-model", "cpu")
+    image_model = Pretrained(models["image"], "--image-model", "cpu")
+    text_model = PretrainedText(models["text"], "--text-model", "cpu")
     for split in ("pool", "test"):
         arrays = {k: np.load(food_prepared / split / f"{k}.npy") for k in ("image", "text", "y", "mask", "modalities")}
         rows = expected[split]
@@ -140,7 +141,7 @@ def test_cremad_with_ogm_ge_split_files_raw_tensors_of_the_exact_files(tmp_path)
     wave, _ = read_audio(root / "AudioWAV" / f"{pool[i]}.wav", 16000, 1.0)
     assert np.array_equal(np.load(out / "pool" / "audio.npy")[i], LogMel(32, 1.0)([wave])[0])
     frames, _ = read_frames(root / "Image-01-FPS" / pool[i], 2)
-    assert np.array_equal(np.load(out / "pool" / "visual.npy")[i], Pixels("frames", 16, 2)([frames])[0])
+    assert np.array_equal(np.load(out / "pool" / "visual.npy")[i], Pixels(16, frames=2)([frames])[0])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits"]["pool"]["absent"] == {"audio": 0, "visual": 6}  # the 1001_ clips, all in pool
     assert manifest["splits"]["test"]["absent"] == {"audio": 0, "visual": 0}
@@ -251,6 +252,8 @@ def test_an_unfinished_preparation_of_other_settings_and_a_folder_of_other_files
     (lambda root, models: {"models": {"text": models["text"]}},
      r"--image-model=None: a local model folder for food101's 'image' modality, or --raw image"),
     (lambda root, models: {"models": models, "raw": ["text"]}, r"--raw=\['text'\]: .*stored raw: \['image'\]"),
+    (lambda root, models: {"models": {"image": models["image"]}},  # no advice that is refused next (--raw text)
+     r"--text-model=None: a local model folder for food101's 'text' modality \(text cannot be stored raw\)$"),
     (lambda root, models: {"models": models, "device": "tpu"}, r"--device='tpu': one of \['auto', 'cpu', 'cuda'\]"),
     (lambda root, models: {"models": models, "batch_size": 0}, r"--batch-size=0: an integer >= 1"),
     (lambda root, models: {"models": models, "root": root / "images"}, r"--root=.*no folder .*images/images/train"),
@@ -261,6 +264,77 @@ def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, food, mo
     with pytest.raises(ConfigError, match=message):
         prepare("food101", kwargs.pop("root"), out, progress=False, **kwargs)
     assert not out.exists()
+
+
+def test_a_text_model_folder_without_tokenizer_files_is_refused(tmp_path, food, models):
+    """transformers would build a tokenizer of special tokens alone: every text the same embedding."""
+    bare = tmp_path / "bert"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((models["text"] / name).read_bytes())
+    with pytest.raises(ConfigError, match=r"--text-model=.*bert.*no tokenizer there: .* has no tokenizer files"):
+        prepare("food101", food[0], tmp_path / "out", models={**models, "text": bare}, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_distinct_texts_get_distinct_embeddings(food_prepared, food):
+    text, mask = np.load(food_prepared / "pool" / "text.npy"), np.load(food_prepared / "pool" / "mask.npy")
+    texts = {row[0]: row[1] for row in csv.reader(open(food[0] / "texts" / "train_titles.csv"))}  # noqa: SIM115
+    present = [texts[r["name"]] for r in _rows(food_prepared, "pool") if r["text_status"] == "present"]
+    assert len(np.unique(text[mask[:, 1]].round(5), axis=0)) == len(set(present))
+
+
+def test_a_class_folder_without_rows_is_refused(tmp_path):
+    root = tmp_path / "food"
+    food101_tree(root)
+    (root / "images" / "train" / "ramen").mkdir()
+    with pytest.raises(ConfigError, match=r"--root=.*the class folder .*images/train/ramen has no row in "
+                                          r"texts/train_titles.csv"):
+        prepare("food101", root, tmp_path / "out", raw=["image"], progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cremad_reads_upper_case_wav_files_and_keeps_clips_with_frames_but_no_wav(tmp_path):
+    root = tmp_path / "CREMA-D"
+    cremad_tree(root)
+    loud = root / "AudioWAV" / "1002_IEO_ANG_XX.wav"
+    loud.rename(loud.with_suffix(".WAV"))
+    (root / "AudioWAV" / "1003_TIE_SAD_XX.wav").unlink()  # its frames are there
+    out = tmp_path / "out"
+    manifest = prepare("cremad", root, out, raw=["audio", "visual"], image_size=8, n_mels=16, seconds=1.0,
+                       progress=False)
+    rows = {r["name"]: r for split in ("pool", "test") for r in _rows(out, split)}
+    assert len(rows) == 60 and manifest["dropped"] == []
+    assert rows["1002_IEO_ANG_XX"]["audio_status"] == "present"
+    assert rows["1002_IEO_ANG_XX"]["audio_source"] == "AudioWAV/1002_IEO_ANG_XX.WAV"
+    assert (rows["1003_TIE_SAD_XX"]["audio_status"], rows["1003_TIE_SAD_XX"]["visual_status"]) == ("absent", "present")
+
+
+def _cli_on_cremad(tmp_path: Path, *flags: str) -> None:
+    from mmal.prepare.cli import main
+
+    main(["cremad", "--root", str(tmp_path / "CREMA-D"), "--out", str(tmp_path / "out"), "--raw", "audio", "visual",
+          "--image-size", "8", "--n-mels", "16", "--seconds", "1", "--batch-size", "4", *flags])
+
+
+def test_the_command_line_reports_the_absent_and_corrupt_modalities_of_each_split(tmp_path, capsys):
+    cremad_tree(tmp_path / "CREMA-D", clips_per_emotion=4, split_files=True)
+    (tmp_path / "CREMA-D" / "AudioWAV" / "1003_TIE_SAD_XX.wav").write_bytes(bytes(100))
+    _cli_on_cremad(tmp_path, "--on-corrupt", "absent")
+    out = capsys.readouterr().out
+    assert "prepared cremad: pool 18 rows (absent: visual 6; corrupt: audio 1), test 6 rows in" in out, out
+
+
+def test_a_decode_error_is_the_last_line_on_the_console_not_a_progress_bar(tmp_path, capsys):
+    cremad_tree(tmp_path / "CREMA-D", clips_per_emotion=4, split_files=True)
+    (tmp_path / "CREMA-D" / "AudioWAV" / "1002_IEO_SAD_XX.wav").write_bytes(bytes(100))
+    with pytest.raises(SystemExit) as stop:
+        _cli_on_cremad(tmp_path)
+    assert stop.value.code == 1
+    del stop
+    gc.collect()  # a progress bar left open draws itself again when it is collected
+    lines = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert lines[-1].startswith("mmal-prepare: error: ") and "1002_IEO_SAD_XX.wav: cannot be read" in lines[-1]
 
 
 def test_bad_layouts_name_the_file_and_line(tmp_path):
@@ -302,7 +376,7 @@ def test_the_command_line_prepares_and_reports_errors_with_exit_status(tmp_path,
     flags = ["--image-model", str(models["image"]), "--text-model", str(models["text"])]
     result = _prepare_cli(["food101", "--root", str(root), "--out", "out", *flags], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "prepared food101: pool 36 rows, test 12 rows in out" in result.stdout
+    assert "prepared food101: pool 36 rows (absent: image 1, text 3), test 12 rows in out" in result.stdout
     assert "train with: python -m mmal.train dataset=food101 dataset.root=out" in result.stdout
     bad = _prepare_cli(["food101", "--root", str(root), "--out", "other", "--image-model", "missing"], tmp_path)
     assert bad.returncode == 2 and "mmal-prepare: error: --image-model='missing': no model there" in bad.stderr

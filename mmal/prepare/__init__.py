@@ -2,6 +2,7 @@
 publish to the arrays mmal trains on, with every preprocessing choice fixed and recorded.
 
 - ``layouts``: the raw folder layouts (UPMC Food-101, CREMA-D, AVE) as lists of samples;
+- ``kinds``: each kind of modality (image, frames, text, audio) and what it needs; the preprocessing options;
 - ``decode``: reading one source (image, frames, WAV, text) with the checksum of its bytes;
 - ``extractors``: frozen embeddings of a local backbone, or raw tensors for end-to-end training;
 - ``store``: the resumable output folder and its manifest;

@@ -7,13 +7,14 @@ import os
 import sys
 
 from mmal.errors import ConfigError
+from mmal.prepare.layouts import LAYOUTS
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="mmal-prepare", description="Prepare a real multimodal dataset from its published layout: frozen "
         "embeddings of local backbones (or raw tensors) in the layout `dataset=features` reads, with a manifest.")
-    parser.add_argument("dataset", help="food101 | cremad | ave")
+    parser.add_argument("dataset", help=" | ".join(LAYOUTS))
     parser.add_argument("--root", required=True, help="the raw dataset folder, in its published layout")
     parser.add_argument("--out", required=True, help="a new or empty folder for the prepared arrays (resumes a "
                                                      "stopped preparation of the same settings)")
@@ -62,5 +63,15 @@ def main(argv: list[str] | None = None) -> None:
               "remove the file and rerun the same command to resume, or add --on-corrupt absent to mark such "
               "files absent", file=sys.stderr)
         sys.exit(1)
-    counts = ", ".join(f"{split} {c['rows']} rows" for split, c in manifest["splits"].items())
-    print(f"prepared {manifest['dataset']}: {counts} in {args.out}\ntrain with: {manifest['train']}")
+    counts = ", ".join(f"{split} {c['rows']} rows{_missing(c)}" for split, c in manifest["splits"].items())
+    print(f"prepared {manifest['dataset']}: {counts} in {args.out}")
+    if manifest["dropped"]:
+        print(f"left out: {len(manifest['dropped'])} rows with no modality at all (named in manifest.json)")
+    print(f"train with: {manifest['train']}")
+
+
+def _missing(counts: dict) -> str:
+    """`` (absent: visual 5; corrupt: audio 1)``: the modalities missing from rows of a split, if any."""
+    parts = [f"{what}: " + ", ".join(f"{m} {n}" for m, n in counts[what].items() if n)
+             for what in ("absent", "corrupt") if any(counts[what].values())]
+    return f" ({'; '.join(parts)})" if parts else ""

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from mmal.prepare.layouts import IMAGE_SUFFIXES
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # the image files of a frame folder
 
 
 class CorruptSource(Exception):

@@ -32,8 +32,6 @@ import torch
 
 from mmal.errors import ConfigError
 
-EXAMPLE_MODELS = {"image": "microsoft/resnet-50", "frames": "microsoft/resnet-50", "text": "bert-base-uncased",
-                  "audio": "MIT/ast-finetuned-audioset-10-10-0.4593"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -57,72 +55,135 @@ class Extractor:
 
 
 class Pretrained(Extractor):
-    """Frozen embeddings of a local ``transformers`` model folder (module docstring), in eval mode, no
-    gradients, on ``device``; ``bf16`` runs the forward pass under bfloat16 autocast (CUDA)."""
+    """Frozen embeddings of a local ``transformers`` image model folder (module docstring): the pooled
+    output, in eval mode, no gradients, on ``device``; ``bf16`` runs the forward pass under bfloat16
+    autocast (CUDA). The subclasses for frames, text and audio say how their preprocessor is loaded and
+    called and which output is the embedding."""
 
-    def __init__(self, kind: str, folder: Path, key: str, device: str, bf16: bool = False, max_length: int = 128):
+    example = "microsoft/resnet-50"  # what the refusal of a folder that is not there suggests fetching
+
+    def __init__(self, folder: Path, key: str, device: str, bf16: bool = False):
         import transformers  # the [prepare] extra
 
-        self.kind, self.folder, self.device, self.bf16, self.max_length = kind, folder, device, bf16, max_length
+        self.folder, self.device, self.bf16 = folder, device, bf16
         weights = [folder / w for w in WEIGHT_FILES if (folder / w).is_file()]
         if not (folder / "config.json").is_file() or not weights:
             raise ConfigError(key, str(folder), f"no model there: expected a Hugging Face model folder with "
                                                 f"config.json and {' or '.join(WEIGHT_FILES)} at {folder.resolve()}; "
                                                 f"fetch one once on a machine with internet, e.g. `hf download "
-                                                f"{EXAMPLE_MODELS[kind]} --local-dir {folder}` (nothing downloads "
+                                                f"{self.example} --local-dir {folder}` (nothing downloads "
                                                 f"at run time)")
         self.weights = weights[0]
-        load = {"local_files_only": True}
         try:
-            self.model = transformers.AutoModel.from_pretrained(folder, **load).eval().to(device)
-            if kind == "text":
-                self.processor = transformers.AutoTokenizer.from_pretrained(folder, **load)
-            elif kind == "audio":
-                with _no_empty_mel_filter_warning():
-                    self.processor = transformers.AutoFeatureExtractor.from_pretrained(folder, **load)
-            else:
-                self.processor = transformers.AutoImageProcessor.from_pretrained(folder, **load)
+            self.model = transformers.AutoModel.from_pretrained(folder, local_files_only=True).eval().to(device)
+            self.processor = self._processor(transformers, folder)
         except (OSError, ValueError) as err:
             raise ConfigError(key, str(folder), f"cannot load the model or its preprocessor files from "
                                                 f"{folder.resolve()}: {err}") from None
-        self.rate = getattr(self.processor, "sampling_rate", None)
-        probe = {"image": lambda: [_grey()], "frames": lambda: [[_grey()]], "text": lambda: ["a"],
-                 "audio": lambda: [np.zeros(self.rate or 16000, np.float32)]}[kind]()
-        self.shape, self.dtype = self(probe).shape[1:], np.dtype(np.float32)
+        self._check(key)
+        self.shape, self.dtype = self(self._probe()).shape[1:], np.dtype(np.float32)
+
+    def _processor(self, transformers, folder: Path):
+        return transformers.AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+
+    def _check(self, key: str) -> None:
+        """Refuse a preprocessor that loaded but cannot be what the folder's model was trained with."""
+
+    def _probe(self) -> list:
+        """One item, to learn the embedding's shape."""
+        return [_grey()]
+
+    def _inputs(self, items: list) -> dict:
+        return self.processor(items, return_tensors="pt")
+
+    def _pool(self, out) -> torch.Tensor:
+        return out.pooler_output
 
     @torch.inference_mode()
     def __call__(self, items: Sequence) -> np.ndarray:
-        if self.kind == "frames":  # the mean embedding of each clip's frames
-            counts = [len(frames) for frames in items]
-            flat = self._embed([image for frames in items for image in frames])
-            return np.stack([part.mean(0) for part in np.split(flat, np.cumsum(counts)[:-1])])
         return self._embed(list(items))
 
     def _embed(self, items: list) -> np.ndarray:
-        if self.kind == "text":
-            inputs = self.processor(items, padding=True, truncation=True, max_length=self.max_length,
-                                    return_tensors="pt")
-        elif self.kind == "audio":
-            inputs = self.processor(items, sampling_rate=self.rate, return_tensors="pt")
-        else:
-            inputs = self.processor(items, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = {k: v.to(self.device) for k, v in self._inputs(items).items()}
         with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(**inputs)
-        pooled = out.last_hidden_state[:, 0] if self.kind == "text" else out.pooler_output
-        return pooled.float().flatten(1).cpu().numpy()
+        return self._pool(out).float().flatten(1).cpu().numpy()
+
+
+class PretrainedFrames(Pretrained):
+    """The mean embedding of each clip's frames."""
+
+    def _probe(self) -> list:
+        return [[_grey()]]
+
+    @torch.inference_mode()
+    def __call__(self, items: Sequence) -> np.ndarray:
+        counts = [len(frames) for frames in items]
+        flat = self._embed([image for frames in items for image in frames])
+        return np.stack([part.mean(0) for part in np.split(flat, np.cumsum(counts)[:-1])])
+
+
+class PretrainedText(Pretrained):
+    """The last layer's output at the first token ([CLS]) of each text, truncated to ``max_length`` tokens."""
+
+    example = "bert-base-uncased"
+
+    def __init__(self, folder: Path, key: str, device: str, bf16: bool = False, max_length: int = 128):
+        self.max_length = max_length
+        super().__init__(folder, key, device, bf16)
+
+    def _processor(self, transformers, folder: Path):
+        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+    def _check(self, key: str) -> None:
+        # transformers builds a tokenizer of special tokens alone when the folder has no tokenizer files
+        if len(self.processor) <= len(self.processor.all_special_ids):
+            raise ConfigError(key, str(self.folder), f"no tokenizer there: {self.folder.resolve()} has no tokenizer "
+                                                     "files (tokenizer.json, or vocab.txt and tokenizer_config.json); "
+                                                     f"fetch the whole model folder, e.g. `hf download {self.example} "
+                                                     f"--local-dir {self.folder}`")
+
+    def _probe(self) -> list:
+        return ["a"]
+
+    def _inputs(self, items: list) -> dict:
+        return self.processor(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def _pool(self, out) -> torch.Tensor:
+        return out.last_hidden_state[:, 0]
+
+
+class PretrainedAudio(Pretrained):
+    """The pooled output of an audio model (AST) on its own features of each waveform, at its ``rate``."""
+
+    example = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
+    def _processor(self, transformers, folder: Path):
+        with _no_empty_mel_filter_warning():
+            return transformers.AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+
+    @property
+    def rate(self) -> int:
+        return getattr(self.processor, "sampling_rate", None) or 16000
+
+    def _probe(self) -> list:
+        return [np.zeros(self.rate, np.float32)]
+
+    def _inputs(self, items: list) -> dict:
+        return self.processor(items, sampling_rate=self.rate, return_tensors="pt")
 
 
 class Pixels(Extractor):
-    """Raw images (or a clip's frames, stacked on channels) as uint8 (3 * frames, size, size)."""
+    """Raw images as uint8 (3, size, size), resized (shorter side) and centre-cropped; with ``frames``, each
+    item is a clip of that many frames, stacked on channels: (3 * frames, size, size)."""
 
-    def __init__(self, kind: str, size: int, frames: int = 1):
-        self.kind, self.size = kind, size
-        self.shape, self.dtype = (3 * (frames if kind == "frames" else 1), size, size), np.dtype(np.uint8)
+    def __init__(self, size: int, frames: int | None = None):
+        self.size, self.frames = size, frames
+        self.shape, self.dtype = (3 * (frames or 1), size, size), np.dtype(np.uint8)
 
     def __call__(self, items: Sequence) -> np.ndarray:
-        return np.stack([np.concatenate([self._square(im) for im in (frames if self.kind == "frames" else [frames])])
-                         for frames in items])
+        clips = items if self.frames else [[image] for image in items]
+        return np.stack([np.concatenate([self._square(image) for image in clip]) for clip in clips])
 
     def _square(self, image) -> np.ndarray:
         from PIL import Image

@@ -149,10 +149,12 @@ def random_backbones(folder: Path, full_size: bool = False) -> dict[str, Path]:
         fbank = T.ASTFeatureExtractor(num_mel_bins=16, max_length=64)
     T.ResNetModel(image).save_pretrained(paths["image"])
     processor.save_pretrained(paths["image"])
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz,"]  # a token per letter
+    letters = "abcdefghijklmnopqrstuvwxyz"  # a token per letter, first in a word and after it (WordPiece's ##)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], ","]
     paths["text"].mkdir(parents=True, exist_ok=True)
     (paths["text"] / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    T.BertTokenizerFast(vocab_file=str(paths["text"] / "vocab.txt")).save_pretrained(paths["text"])
+    # positional: the vocabulary file is `vocab_file` in transformers 4 and `vocab` in 5 (a keyword is lost there)
+    T.BertTokenizerFast(str(paths["text"] / "vocab.txt")).save_pretrained(paths["text"])
     text.vocab_size = len(vocab)
     T.BertModel(text).save_pretrained(paths["text"])
     fbank.save_pretrained(paths["audio"])

@@ -1,8 +1,9 @@
 """The published folder layouts of the raw datasets ``mmal-prepare`` reads, as lists of samples.
 
-A layout function takes the folder the user downloaded (``--root``) and returns a ``Layout``: the class
-names, the modalities with their kind (``image``, ``text``, ``audio``, ``frames``), and one ``Sample`` per
-row in the order the rows will be written. Nothing is decoded here: a layout only lists files, so that
+A layout function takes the folder the user downloaded (``--root``) and the preprocessing ``Options`` (it
+reads those it needs: ``fps`` picks the frame folders) and returns a ``Layout``: the class names, the
+modalities with their kind (``mmal.prepare.kinds``), and one ``Sample`` per row in the order the rows will
+be written. Nothing is decoded here: a layout only lists files, so that
 every problem with the folder itself is reported before any extraction starts.
 
 - **UPMC Food-101** (Wang et al., 2015; the layout of its Kaggle release, which BMMAL and mmbt read)::
@@ -21,8 +22,9 @@ every problem with the folder itself is reported before any extraction starts.
       <root>/{train,test}.csv   optional; rows: <clip>,<emotion>  (OGM-GE's data/CREMAD split files)
 
   Six emotions in OGM-GE's label order (NEU HAP SAD FEA DIS ANG), read from the clip name. Without the
-  split files every clip of ``AudioWAV`` is split 90/10 stratified by emotion with seed 0 (OGM-GE's files
-  hold 6,698 and 744 clips). A WAV or frame folder that is not there is an absent modality for that clip.
+  split files every clip of ``AudioWAV`` or the frame folders is split 90/10 stratified by emotion with
+  seed 0 (OGM-GE's files hold 6,698 and 744 clips). A WAV (``.wav`` in any case) or frame folder that is
+  not there is an absent modality for that clip.
 - **AVE** (Tian et al., 2018; the release's split files plus the audio and the event-segment frames that
   PMR's ``data/AVE/mp4_to_wav.py`` and ``video_preprocessing.py`` (``extractImage_SE``) write)::
 
@@ -46,8 +48,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mmal.errors import ConfigError
+from mmal.prepare.decode import IMAGE_SUFFIXES
+from mmal.prepare.kinds import AUDIO, DEFAULT_OPTIONS, FRAMES, IMAGE, TEXT, Kind, Options
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")  # OGM-GE's class_dict order
 CREMAD_TEST_FRACTION = 0.1
 
@@ -72,7 +75,7 @@ class Layout:
 
     dataset: str
     classes: list[str]
-    kinds: dict[str, str]  # modality -> image | text | audio | frames
+    kinds: dict[str, Kind]  # modality -> its kind
     samples: list[Sample]
     index_files: list[Path] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)  # how the rows were chosen, for the manifest
@@ -80,7 +83,7 @@ class Layout:
     seconds: float = 3.0  # audio clips are tiled or cut to this length unless --seconds says otherwise
 
 
-def food101(root: Path) -> Layout:
+def food101(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
     """UPMC Food-101 under ``root`` (module docstring)."""
     train_images = root / "images" / "train"
     if not train_images.is_dir():
@@ -109,12 +112,18 @@ def food101(root: Path) -> Layout:
                 image = root / "images" / official / cls / name
                 samples.append(Sample(split, label[cls], name, {"image": image if image.is_file() else None,
                                                                 "text": text or None}))
-    return Layout("food101", classes, {"image": "image", "text": "text"}, samples, index_files,
+    used = {s.label for s in samples if s.split == "pool"}
+    if unused := [c for c in classes if label[c] not in used]:
+        raise ConfigError("--root", str(root), f"the class folder {train_images / unused[0]} has no row in "
+                                               "texts/train_titles.csv: every folder of images/train is a class, "
+                                               "so remove the folders of classes you do not use")
+    return Layout("food101", classes, {"image": IMAGE, "text": TEXT}, samples, index_files,
                   {"splits": "pool = texts/train_titles.csv, test = texts/test_titles.csv (official)"})
 
 
-def cremad(root: Path, fps: int = 1) -> Layout:
-    """CREMA-D under ``root`` with frames extracted at ``fps`` frames per second (module docstring)."""
+def cremad(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
+    """CREMA-D under ``root`` with frames extracted at ``options.fps`` frames per second (module docstring)."""
+    fps = options.fps
     audio, frames = root / "AudioWAV", root / f"Image-{fps:02d}-FPS"
     if not audio.is_dir():
         raise ConfigError("--root", str(root), f"no folder {audio}: CREMA-D's raw release keeps one WAV per clip "
@@ -122,6 +131,7 @@ def cremad(root: Path, fps: int = 1) -> Layout:
     if not frames.is_dir():
         raise ConfigError("--fps", fps, f"no folder {frames}: the frames of every clip, as OGM-GE's "
                                         f"video_preprocessing.py writes them at {fps} frame(s) per second")
+    wavs, folders = _wav_files(audio), _frame_folders(frames)
     tables = [root / "train.csv", root / "test.csv"]
     if any(t.is_file() for t in tables):
         missing = [str(t) for t in tables if not t.is_file()]
@@ -131,10 +141,10 @@ def cremad(root: Path, fps: int = 1) -> Layout:
         clips = {split: _cremad_table(t) for split, t in zip(("pool", "test"), tables)}
         notes = {"splits": "pool = train.csv, test = test.csv (OGM-GE's split files)"}
     else:
-        names = sorted(p.stem for p in audio.glob("*.wav"))
+        names = sorted(set(wavs) | set(folders))  # a clip with frames but no WAV is a row with audio absent
         if not names:
-            raise ConfigError("--root", str(root), f"no .wav files in {audio}")
-        labels = [_cremad_emotion(n, audio / f"{n}.wav") for n in names]
+            raise ConfigError("--root", str(root), f"no .wav files in {audio} and no frame folders in {frames}")
+        labels = [_cremad_emotion(n, wavs.get(n) or folders[n]) for n in names]
         try:
             pool, test = train_test_split(np.array(names), test_size=CREMAD_TEST_FRACTION, stratify=labels,
                                           random_state=0)
@@ -147,18 +157,28 @@ def cremad(root: Path, fps: int = 1) -> Layout:
     samples = []
     for split, names in clips.items():
         for name in names:
-            label = CREMAD_EMOTIONS.index(_cremad_emotion(name, audio / f"{name}.wav"))
-            samples.append(Sample(split, label, name, _audio_visual(audio, frames, name)))
+            label = CREMAD_EMOTIONS.index(_cremad_emotion(name, wavs.get(name) or audio / f"{name}.wav"))
+            samples.append(Sample(split, label, name, {"audio": wavs.get(name), "visual": folders.get(name)}))
     present = [t for t in tables if t.is_file()]
-    return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": "audio", "visual": "frames"}, samples, present, notes)
+    return Layout("cremad", list(CREMAD_EMOTIONS), {"audio": AUDIO, "visual": FRAMES}, samples, present, notes)
 
 
-def _audio_visual(audio: Path, frames: Path, name: str) -> dict[str, Path | None]:
-    """The sources of one clip of an audio-visual layout: ``<audio>/<name>.wav`` and the frame folder
-    ``<frames>/<name>/``, each None where it is not there (a folder without images counts as not there)."""
-    wav, folder = audio / f"{name}.wav", frames / name
-    has_frames = folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
-    return {"audio": wav if wav.is_file() else None, "visual": folder if has_frames else None}
+def _wav_files(folder: Path) -> dict[str, Path]:
+    """The WAV files of ``folder`` by clip name, whatever the case of their suffix (``.wav``, ``.WAV``)."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() == ".wav":
+            if path.stem in files:
+                raise ConfigError("--root", str(folder.parent), f"{files[path.stem]} and {path.name}: two WAV files "
+                                                                "of one clip; keep one")
+            files[path.stem] = path
+    return files
+
+
+def _frame_folders(frames: Path) -> dict[str, Path]:
+    """The frame folders under ``frames`` by clip name; a folder without images counts as not there."""
+    return {p.name: p for p in sorted(frames.iterdir())
+            if p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())}
 
 
 def _cremad_table(path: Path) -> list[str]:
@@ -183,8 +203,9 @@ def _cremad_emotion(name: str, path: Path) -> str:
     return parts[2]
 
 
-def ave(root: Path, fps: int = 1) -> Layout:
-    """AVE under ``root`` with event-segment frames extracted at ``fps`` (module docstring)."""
+def ave(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
+    """AVE under ``root`` with event-segment frames extracted at ``options.fps`` (module docstring)."""
+    fps = options.fps
     audio, frames = root / "Audios", root / f"Image-{fps:02d}-FPS-SE"
     if not audio.is_dir():
         raise ConfigError("--root", str(root), f"no folder {audio}: one WAV per video, as PMR's mp4_to_wav.py "
@@ -194,6 +215,7 @@ def ave(root: Path, fps: int = 1) -> Layout:
                                         f"video_preprocessing.py (extractImage_SE) writes them at {fps} per second")
     tables = {split: root / f"{name}Set.txt" for split, name in (("pool", "train"), ("val", "val"), ("test", "test"))}
     rows = {split: _ave_table(table) for split, table in tables.items()}
+    wavs, folders = _wav_files(audio), _frame_folders(frames)
     classes = sorted({category for split_rows in rows.values() for category, *_ in split_rows})
     samples, repeated = [], 0
     for split, split_rows in rows.items():
@@ -203,9 +225,9 @@ def ave(root: Path, fps: int = 1) -> Layout:
                 repeated += 1
                 continue
             seen.add(video)
-            samples.append(Sample(split, classes.index(category), video, _audio_visual(audio, frames, video),
-                                  segment=(start, end)))
-    return Layout("ave", classes, {"audio": "audio", "visual": "frames"}, samples, list(tables.values()),
+            samples.append(Sample(split, classes.index(category), video,
+                                  {"audio": wavs.get(video), "visual": folders.get(video)}, segment=(start, end)))
+    return Layout("ave", classes, {"audio": AUDIO, "visual": FRAMES}, samples, list(tables.values()),
                   {"splits": "pool = trainSet.txt, val = valSet.txt, test = testSet.txt (the AVE release)",
                    "repeated_videos_left_out": repeated}, splits=("pool", "val", "test"), seconds=10.0)
 
@@ -233,5 +255,4 @@ def _ave_table(path: Path) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-LAYOUTS: dict[str, Callable[..., Layout]] = {"food101": food101, "cremad": cremad, "ave": ave}
-WITH_FRAMES = ("cremad", "ave")  # the layouts that take --fps
+LAYOUTS: dict[str, Callable[[Path, Options], Layout]] = {"food101": food101, "cremad": cremad, "ave": ave}

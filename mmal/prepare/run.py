@@ -19,21 +19,22 @@ import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mmal.errors import ConfigError, check_choice, check_int, check_number
-from mmal.prepare.decode import CorruptSource, file_digest, read_audio, read_frames, read_image, text_digest
-from mmal.prepare.extractors import Extractor, LogMel, Pixels, Pretrained
-from mmal.prepare.layouts import LAYOUTS, WITH_FRAMES, Layout, Sample
+from mmal.errors import ConfigError, check_choice, check_int
+from mmal.prepare.decode import CorruptSource, file_digest, text_digest
+from mmal.prepare.extractors import Extractor, Pretrained
+from mmal.prepare.kinds import Options
+from mmal.prepare.layouts import LAYOUTS, Layout, Sample
 from mmal.prepare.store import Store
 
 PRESENT, ABSENT, CORRUPT = 0, 1, 2
 STATUS = ("present", "absent", "corrupt")
-MODEL_FLAGS = {"image": "--image-model", "frames": "--image-model", "text": "--text-model", "audio": "--audio-model"}
 
 
 def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str, str | None] | None = None,
@@ -43,8 +44,8 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     """Prepare ``dataset`` from ``root`` into ``out`` and return the manifest (module docstring).
 
     Args:
-        models: backbone folder per kind (``image`` — also used for frames —, ``text``, ``audio``); needed
-            for every modality not in ``raw``.
+        models: backbone folder per kind's model (``image`` — also used for frames —, ``text``, ``audio``);
+            needed for every modality not in ``raw``.
         raw: modalities stored as raw tensors instead of embeddings (images, frames, audio; not text).
         image_size: side of raw images and frames; frames: frames per clip (embeddings are averaged, raw
             frames stacked on channels); fps: which ``Image-<fps>-FPS`` folder (CREMA-D).
@@ -52,133 +53,147 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
             embeddings too; None = the dataset's: 3 s CREMA-D, 10 s AVE); max_length: tokens per text.
         batch_size, workers, device (``auto`` = CUDA when present), precision (``fp32`` | ``bf16``):
             how fast, not what: only precision changes the numbers, so only it is part of the settings.
+        on_corrupt: ``stop`` at a file that cannot be decoded, or mark it ``absent``.
     """
     check_choice("dataset", dataset, list(LAYOUTS))
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise ConfigError("--root", str(root), "no such directory: the folder holding the raw dataset")
-    for key, value in [("--image-size", image_size), ("--frames", frames), ("--fps", fps), ("--n-mels", n_mels),
-                       ("--text-max-length", max_length), ("--batch-size", batch_size), ("--workers", workers)]:
-        check_int(key, value, 1)
-    if seconds is not None:
-        check_number("--seconds", seconds, 0.1)
-    check_choice("--device", device, ["auto", "cpu", "cuda"])
+    check_int("--batch-size", batch_size, 1)
+    check_int("--workers", workers, 1)
     check_choice("--precision", precision, ["fp32", "bf16"])
     check_choice("--on-corrupt", on_corrupt, ["stop", "absent"])
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device", device, "no CUDA device is available here; use auto or cpu")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-    layout = LAYOUTS[dataset](root, fps=fps) if dataset in WITH_FRAMES else LAYOUTS[dataset](root)
-    seconds = layout.seconds if seconds is None else seconds
-    names = list(layout.kinds)
-    if any(m not in names or layout.kinds[m] == "text" for m in raw):
-        raise ConfigError("--raw", list(raw), f"modalities of {dataset} that can be stored raw: "
-                                              f"{[m for m in names if layout.kinds[m] != 'text']}")
-    models = models or {}
-    extractors: dict[str, Extractor] = {}
-    for m in names:
-        kind = layout.kinds[m]
-        backbone = models.get("image" if kind == "frames" else kind)  # frames go through the image model
-        if m in raw:
-            extractors[m] = LogMel(n_mels, seconds) if kind == "audio" else Pixels(kind, image_size, frames)
-        elif not backbone:
-            raise ConfigError(MODEL_FLAGS[kind], None, f"a local model folder for {dataset}'s {m!r} modality, or "
-                                                       f"--raw {m} to store it as raw tensors")
-        else:
-            extractors[m] = Pretrained(kind, Path(backbone), MODEL_FLAGS[kind], device, precision == "bf16",
-                                       max_length)
-
-    kept = [s for s in layout.samples if any(v is not None for v in s.sources.values())]
-    dropped = [s.name for s in layout.samples if all(v is None for v in s.sources.values())]
-    if empty := [split for split in layout.splits if not any(s.split == split for s in kept)]:
+    device = _device(device)
+    options = Options(image_size, frames, fps, n_mels, seconds, max_length)
+    layout = LAYOUTS[dataset](root, options)
+    options = replace(options, seconds=layout.seconds) if seconds is None else options
+    extractors = _extractors(layout, raw, models or {}, options, device, precision == "bf16")
+    rows = {split: [s for s in layout.samples if s.split == split and _any_source(s)] for split in layout.splits}
+    if empty := [split for split, samples in rows.items() if not samples]:
         raise ConfigError("--root", str(root), f"split {empty[0]!r} has no row with any modality present "
                                                f"({layout.notes['splits']})")
-    kinds = {layout.kinds[m] for m in names}
-    options = {"precision": precision, "on_corrupt": on_corrupt}  # and those that apply to this dataset:
-    options |= {"max_length": max_length} if "text" in kinds else {}
-    options |= {"seconds": seconds} if "audio" in kinds else {}
-    options |= {"frames": frames, "fps": fps} if "frames" in kinds else {}
-    options |= {"n_mels": n_mels} if any(layout.kinds[m] == "audio" for m in raw) else {}
-    options |= {"image_size": image_size} if any(layout.kinds[m] in ("image", "frames") for m in raw) else {}
-    settings = _settings(layout, root, extractors, raw, **options)
+    settings = _settings(layout, root, extractors, raw, options, precision)
     store = Store(out, settings)
     if store.finished():
         print(f"{out} already holds this preparation ({out / 'manifest.json'}); nothing to do")
         return json.loads((out / "manifest.json").read_text())
 
     started = time.perf_counter()
-    rate = next((e.rate for e in extractors.values() if getattr(e, "rate", None)), 16000)
-    read = {"image": lambda p, s: read_image(p), "frames": lambda p, s: read_frames(p, frames),
-            "audio": lambda p, s: read_audio(p, rate, seconds, s.segment), "text": lambda t, s: (t, text_digest(t))}
-    counts = {}
-    with ThreadPoolExecutor(workers) as pool:
-        for split in layout.splits:
-            rows = [s for s in kept if s.split == split]
-            arrays = store.arrays(split, len(rows), {
-                **{m: (e.shape, e.dtype) for m, e in extractors.items()},
-                "y": ((), np.dtype(np.int64)), "mask": ((len(names),), np.dtype(bool))})
-            book = store.arrays(f"{split}.sources", len(rows), {"status": ((len(names),), np.dtype(np.uint8)),
-                                                                "sha256": ((len(names),), np.dtype("S64"))})
-            start = store.done(split)
-            bar = _bar(progress, total=len(rows), initial=start, desc=f"{dataset} {split}")
-            for a in range(start, len(rows), batch_size):
-                batch = rows[a:a + batch_size]
-                _write_batch(batch, a, names, layout, extractors, read, pool, on_corrupt, arrays, book)
-                store.commit(split, a + len(batch))
-                bar.update(len(batch))
-            bar.close()
-            status = np.asarray(book["status"])
-            counts[split] = {"rows": len(rows), **{what: {m: int((status[:, j] == code).sum())
-                                                          for j, m in enumerate(names)}
-                                                   for code, what in ((ABSENT, "absent"), (CORRUPT, "corrupt"))}}
-            np.save(store.work / split / "modalities.npy", np.array(names))
-    sources = _sources_csv(kept, names, root, store, layout.splits)
-    manifest = {
-        "dataset": dataset, "classes": layout.classes, "modalities": names, "kinds": layout.kinds,
-        "settings": settings, "splits": counts, "dropped": dropped, "sources_sha256": _sha(sources),
-        "arrays": {m: {"shape": list(e.shape), "dtype": e.dtype.name} for m, e in extractors.items()},
-        "device": device, "elapsed_seconds": round(time.perf_counter() - started, 1),  # of the last invocation
-        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "train": _train_command(dataset, out, raw),
-    }
-    store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
+    keys = {split: [_key(s, root) for s in samples] for split, samples in rows.items()}
+    with store.claimed(), ThreadPoolExecutor(workers) as pool:
+        for split, samples in rows.items():  # before anything is written: the rows written are still the rows
+            store.check_rows(split, keys[split], [s.name for s in samples], root)
+        batches = _Batches(layout, extractors, options, pool, on_corrupt)
+        counts = {split: batches.write_split(store, split, samples, keys[split], batch_size,
+                                             _bar(progress, desc=f"{dataset} {split}"))
+                  for split, samples in rows.items()}
+        sources = _sources_csv(rows, list(layout.kinds), root, store)
+        manifest = {
+            "dataset": dataset, "classes": layout.classes, "modalities": list(layout.kinds),
+            "kinds": {m: kind.name for m, kind in layout.kinds.items()}, "settings": settings, "splits": counts,
+            "dropped": [s.name for s in layout.samples if not _any_source(s)], "sources_sha256": _sha(sources),
+            "arrays": {m: {"shape": list(e.shape), "dtype": e.dtype.name} for m, e in extractors.items()},
+            "on_corrupt": on_corrupt, "device": device,
+            "elapsed_seconds": round(time.perf_counter() - started, 1),  # of the last invocation
+            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train": _train_command(dataset, out, raw),
+        }
+        store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
     return manifest
 
 
-def _write_batch(batch: list[Sample], first: int, names: list[str], layout: Layout, extractors: dict[str, Extractor],
-                 read: dict, pool: ThreadPoolExecutor, on_corrupt: str, arrays: dict, book: dict) -> None:
-    """Read, extract and write the rows ``first, first + 1, ...`` of one batch."""
-    def load(sample: Sample, m: str):
+def _device(device: str) -> str:
+    """``--device`` checked and resolved (``auto`` = CUDA when present), once."""
+    check_choice("--device", device, ["auto", "cpu", "cuda"])
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", device, "no CUDA device is available here; use auto or cpu")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _extractors(layout: Layout, raw: Sequence[str], models: dict[str, str | None], options: Options, device: str,
+                bf16: bool) -> dict[str, Extractor]:
+    """What each modality of ``layout`` becomes, as its kind says; a modality its kind cannot store raw, or
+    without a backbone folder, is refused."""
+    if any(m not in layout.kinds or layout.kinds[m].raw is None for m in raw):
+        raise ConfigError("--raw", list(raw), f"modalities of {layout.dataset} that can be stored raw: "
+                                              f"{[m for m, kind in layout.kinds.items() if kind.raw]}")
+    return {m: kind.extractor(m, layout.dataset, m in raw, models.get(kind.model), options, device, bf16)
+            for m, kind in layout.kinds.items()}
+
+
+def _any_source(sample: Sample) -> bool:
+    return any(v is not None for v in sample.sources.values())
+
+
+class _Batches:
+    """Writes the rows of a split in batches: reads their sources in threads, runs each modality's present
+    rows through its extractor, and commits each batch before the next (module docstring)."""
+
+    def __init__(self, layout: Layout, extractors: dict[str, Extractor], options: Options, pool: ThreadPoolExecutor,
+                 on_corrupt: str):
+        self.kinds, self.extractors, self.options, self.pool = layout.kinds, extractors, options, pool
+        self.names, self.on_corrupt = list(layout.kinds), on_corrupt
+
+    def write_split(self, store: Store, split: str, samples: list[Sample], keys: list[bytes], batch_size: int,
+                    bar) -> dict:
+        """Write the rows of ``split`` not yet written; return its counts for the manifest."""
+        n = len(self.names)
+        arrays = store.arrays(split, len(samples), {
+            **{m: (e.shape, e.dtype) for m, e in self.extractors.items()},
+            "y": ((), np.dtype(np.int64)), "mask": ((n,), np.dtype(bool))}, split)
+        book = store.arrays(f"{split}.sources", len(samples), {
+            "status": ((n,), np.dtype(np.uint8)), "sha256": ((n,), np.dtype("S64")), "key": ((), np.dtype("S64"))},
+            split)
+        start = store.done(split)
+        with bar(total=len(samples), initial=start) as progress:
+            for a in range(start, len(samples), batch_size):
+                batch = samples[a:a + batch_size]
+                self._write(batch, a, arrays, book)
+                book["key"][a:a + len(batch)] = keys[a:a + len(batch)]
+                store.commit(split, a + len(batch))
+                progress.update(len(batch))
+        np.save(store.work / split / "modalities.npy", np.array(self.names))
+        status = np.asarray(book["status"])
+        return {"rows": len(samples), **{what: {m: int((status[:, j] == code).sum()) for j, m in enumerate(self.names)}
+                                         for code, what in ((ABSENT, "absent"), (CORRUPT, "corrupt"))}}
+
+    def _load(self, sample: Sample, m: str) -> tuple[int, object, bytes]:
+        """(status, decoded item, sha256) of one source."""
         source = sample.sources[m]
         if source is None:
             return ABSENT, None, b""
         try:
-            item, sha = read[layout.kinds[m]](source, sample)
+            item, sha = self.kinds[m].read(source, sample.segment, self.options, getattr(self.extractors[m], "rate",
+                                                                                           None))
         except CorruptSource:
-            if on_corrupt == "stop":
+            if self.on_corrupt == "stop":
                 raise
             return CORRUPT, None, b""
         return PRESENT, item, sha.encode()
 
-    loaded = list(pool.map(lambda job: load(*job), [(s, m) for s in batch for m in names]))
-    rows = np.arange(first, first + len(batch))
-    status = np.array([code for code, _, _ in loaded], dtype=np.uint8).reshape(len(batch), len(names))
-    for j, m in enumerate(names):
-        present = status[:, j] == PRESENT
-        items = [loaded[i * len(names) + j][1] for i in np.flatnonzero(present)]
-        array = arrays[m]
-        array[rows[~present]] = 0
-        if items:
-            array[rows[present]] = extractors[m](items)
-    arrays["y"][rows] = [s.label for s in batch]
-    arrays["mask"][rows] = status == PRESENT
-    book["status"][rows] = status
-    book["sha256"][rows] = np.array([sha for _, _, sha in loaded], dtype="S64").reshape(len(batch), len(names))
+    def _write(self, batch: list[Sample], first: int, arrays: dict, book: dict) -> None:
+        """Read, extract and write the rows ``first, first + 1, ...`` of one batch."""
+        names = self.names
+        loaded = list(self.pool.map(lambda job: self._load(*job), [(s, m) for s in batch for m in names]))
+        rows = np.arange(first, first + len(batch))
+        status = np.array([code for code, _, _ in loaded], dtype=np.uint8).reshape(len(batch), len(names))
+        for j, m in enumerate(names):
+            present = status[:, j] == PRESENT
+            items = [loaded[i * len(names) + j][1] for i in np.flatnonzero(present)]
+            array = arrays[m]
+            array[rows[~present]] = 0
+            if items:
+                array[rows[present]] = self.extractors[m](items)
+        arrays["y"][rows] = [s.label for s in batch]
+        arrays["mask"][rows] = status == PRESENT
+        book["status"][rows] = status
+        book["sha256"][rows] = np.array([sha for _, _, sha in loaded], dtype="S64").reshape(len(batch), len(names))
 
 
-def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw: Sequence[str], **options) -> dict:
-    """Everything that decides the prepared numbers; a resume must match it exactly (``mmal.prepare.store``)."""
+def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw: Sequence[str], options: Options,
+              precision: str) -> dict:
+    """Everything that decides the prepared numbers; a resume must match it exactly (``mmal.prepare.store``):
+    precision, and the options the kinds of the dataset's modalities say decide theirs."""
+    used = {name for m, kind in layout.kinds.items() for name in kind.settings(m in raw)}
     backbones = {}
     for m, e in extractors.items():
         if isinstance(e, Pretrained):
@@ -192,22 +207,30 @@ def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw:
     return {
         "dataset": layout.dataset, "root": str(root.resolve()), "modalities": backbones, "raw": sorted(raw),
         "index_files": {str(p.relative_to(root)): file_digest(p) for p in layout.index_files},
-        "rows": layout.notes, **options,
+        "rows": layout.notes, "precision": precision, **{name: getattr(options, name) for name in sorted(used)},
         "versions": {p: version(p) for p in ("mmal", "torch", "transformers", "numpy", "scipy", "pillow")},
     }
 
 
-def _sources_csv(samples: list[Sample], names: list[str], root: Path, store: Store, splits: tuple[str, ...]) -> str:
+def _key(sample: Sample, root: Path) -> bytes:
+    """The identity of a row: its name, label, segment and sources (files relative to ``root``; texts by
+    checksum), as a sha256 hex; a resume keeps a written row only while its key is unchanged."""
+    sources = {m: None if v is None else text_digest(v) if isinstance(v, str) else str(v.relative_to(root))
+               for m, v in sample.sources.items()}
+    identity = json.dumps([sample.name, sample.label, sample.segment, sources], sort_keys=True)
+    return _sha(identity).encode()
+
+
+def _sources_csv(rows: dict[str, list[Sample]], names: list[str], root: Path, store: Store) -> str:
     """One line per prepared row: split, row, name, label, and per modality its source, status and sha256."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     columns = [f"{m}_{c}" for m in names for c in ("source", "status", "sha256")]
     writer.writerow(["split", "row", "name", "label", *columns])
-    for split in splits:
-        rows = [s for s in samples if s.split == split]
+    for split, samples in rows.items():
         status = np.load(store.work / f"{split}.sources" / "status.npy")
         sha = np.load(store.work / f"{split}.sources" / "sha256.npy")
-        for i, s in enumerate(rows):
+        for i, s in enumerate(samples):
             cells = []
             for j, m in enumerate(names):
                 source = s.sources[m]
@@ -228,7 +251,9 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _bar(enabled: bool, **kwargs):
+def _bar(enabled: bool, desc: str):
+    """A progress bar of ``desc`` to open with ``total`` and ``initial`` rows; closed when its block ends, so
+    that an error printed after it starts a line of its own."""
     from tqdm import tqdm  # the [prepare] extra (transformers needs it too)
 
-    return tqdm(disable=not enabled, unit="rows", **kwargs)
+    return lambda total, initial: tqdm(disable=not enabled, unit="rows", desc=desc, total=total, initial=initial)

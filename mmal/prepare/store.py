@@ -3,21 +3,29 @@
 While it works, everything lives in ``<out>/.incomplete/``: ``settings.json`` (what is being prepared),
 one folder per split with its arrays as ``.npy`` files mapped into memory (allocated once, at full size),
 and ``progress.json``, the rows of each split written so far, replaced atomically after the rows are
-flushed. A rerun with the same settings continues after the last recorded row; with other settings it is
-refused, naming the first setting that differs. When every split is complete the split folders move to
-``<out>/<split>/`` (the npy-folder layout of ``mmal.data.features``) and ``manifest.json`` is written last:
-its presence is what says the preparation is finished.
+flushed. Next to each split's arrays, ``<split>.sources/`` records per row the status and checksum of each
+source and the row's identity (``key``: its name, label and sources), so that a resume can check that the
+rows it keeps are still the rows the layout gives. A rerun with the same settings continues after the last
+recorded row; with other settings, or when a row already written has changed in the source tree, it is
+refused, naming what differs, and nothing is touched. While a preparation works it holds the lock of
+``mmal.checkpoint`` on the work folder, so a second one into the same ``--out`` is refused at once. When
+every split is complete the split folders move to ``<out>/<split>/`` (the npy-folder layout of
+``mmal.data.features``) and ``manifest.json`` is written last: its presence is what says the preparation
+is finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from mmal.checkpoint import RunDirectoryError, locked
 from mmal.errors import ConfigError
 
 MANIFEST = "manifest.json"
@@ -30,7 +38,7 @@ class Store:
 
     def finished(self) -> bool:
         """True when ``out`` holds a finished preparation of these same settings; raises ``ConfigError`` when
-        it holds anything else (a finished preparation of other settings, or other files)."""
+        it holds anything else (a finished preparation of other settings, or other files). Writes nothing."""
         manifest = self.out / MANIFEST
         if manifest.is_file():
             _refuse_other("--out", self.out, json.loads(manifest.read_text())["settings"], self.settings,
@@ -39,30 +47,73 @@ class Store:
         if self.out.is_dir() and any(p.name != ".incomplete" for p in self.out.iterdir()):
             raise ConfigError("--out", str(self.out), "a folder holding other files; give an empty or new folder "
                                                       "(nothing there is touched)")
-        if (self.work / "settings.json").is_file():
-            _refuse_other("--out", self.out, json.loads((self.work / "settings.json").read_text()), self.settings,
-                          "an unfinished preparation")
-        else:
-            self.work.mkdir(parents=True, exist_ok=True)
-            _write_json(self.work / "settings.json", self.settings)
         return False
+
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[None]:
+        """Hold the work folder for this process (``mmal.checkpoint.locked``) and check or record its
+        settings; a second preparation into the same ``out`` is refused while this one runs."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(locked(self.work))
+            except RunDirectoryError:
+                raise ConfigError("--out", str(self.out), "is being written by another mmal-prepare run right now; "
+                                                          "wait for it to end, or give another --out") from None
+            if self.finished():  # finished by another run between our first look and the lock
+                shutil.rmtree(self.work)
+                raise ConfigError("--out", str(self.out), "was finished by another mmal-prepare run meanwhile; "
+                                                          "rerun to use it")
+            if (self.work / "settings.json").is_file():
+                _refuse_other("--out", self.out, json.loads((self.work / "settings.json").read_text()),
+                              self.settings, "an unfinished preparation")
+            else:
+                _write_json(self.work / "settings.json", self.settings)
+            yield
 
     def done(self, split: str) -> int:
         """Rows of ``split`` already written."""
         progress = self.work / "progress.json"
         return json.loads(progress.read_text()).get(split, 0) if progress.is_file() else 0
 
-    def arrays(self, group: str, rows: int, specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.memmap]:
-        """The arrays of folder ``group`` (name -> (rows, *shape) of dtype), created at full size or reopened."""
+    def check_rows(self, split: str, keys: list[bytes], names: list[str], root: Path) -> None:
+        """Refuse to resume when a row of ``split`` already written is not, at the same position, the row of
+        identity ``keys[i]`` (named ``names[i]``) that the source tree gives now. Rows not yet written may
+        change, come or go: the arrays are resized to the rows of now (``arrays``)."""
+        done, path = self.done(split), self.work / f"{split}.sources" / "key.npy"
+        if not done:
+            return
+        written = np.load(path, mmap_mode="r") if path.is_file() else np.zeros(done, "S64")
+        differ = next((i for i in range(done) if i >= len(keys) or written[i] != keys[i]), None)
+        if differ is not None:
+            now = f"{names[differ]} now" if differ < len(keys) else "gone now"
+            raise ConfigError("--root", str(root), f"changed since the unfinished preparation in {self.work} wrote "
+                                                   f"the first {done} of its {len(written)} {split} rows: {split} "
+                                                   f"row {differ} ({now}) has other sources or another label than "
+                                                   f"when it was written ({len(keys)} {split} rows now). Put the "
+                                                   f"files back as they were to resume, or delete {self.work} to "
+                                                   "start over (its rows are lost)")
+
+    def arrays(self, group: str, rows: int, specs: dict[str, tuple[tuple[int, ...], np.dtype]], split: str
+               ) -> dict[str, np.memmap]:
+        """The arrays of folder ``group`` (name -> (rows, *shape) of dtype), created at full size or reopened,
+        keeping the rows of ``split`` already written (resized when the number of rows changed)."""
         folder = self.work / group
         folder.mkdir(exist_ok=True)
         arrays = {}
         for name, (shape, dtype) in specs.items():
             path = folder / f"{name}.npy"
-            if path.is_file():
-                arrays[name] = np.load(path, mmap_mode="r+")
-            else:
-                arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, *shape))
+            old = np.load(path, mmap_mode="r+") if path.is_file() else None
+            if old is not None and len(old) == rows:
+                arrays[name] = old
+                continue
+            tmp = path.with_suffix(".tmp")
+            arrays[name] = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(rows, *shape))
+            if old is not None:
+                done = self.done(split)
+                arrays[name][:done] = old[:done]
+                arrays[name].flush()
+                del old
+            os.replace(tmp, path)
         self._arrays[group] = arrays
         return arrays
 
