@@ -11,7 +11,8 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,6 +48,18 @@ def initial_model(build_model: Callable[[], MultimodalClassifier], seed: int) ->
         return build_model()
 
 
+@dataclass
+class Training:
+    """What a cycle asks to have trained before it goes on: its members (the fused model first, then the
+    references that are due) with the cycle's training seed (``Trainer.fit_together``)."""
+
+    members: list[Member]
+    seed: int
+
+
+Cycles = Generator[Training, None, dict[str, Any]]
+
+
 def run_active_learning(
     data: MultimodalDataset,
     build_model: Callable[[], MultimodalClassifier],
@@ -60,7 +73,39 @@ def run_active_learning(
     resume: ALState | None = None,
     fingerprint: str = "",
 ) -> dict[str, Any]:
-    """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary.
+    """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary: the cycles of
+    ``active_learning``, each training done by ``trainer.fit_together``."""
+    cycles = active_learning(data, build_model, trainer, strategy, run_log, protocol, seed, references, balance,
+                             resume, fingerprint)
+    training = next(cycles)
+    while True:
+        try:
+            trainer.fit_together(training.members, training.seed)
+        except DivergenceError as err:  # raised where the cycle asked for the training: it names the cycle
+            training = cycles.throw(err)
+            continue
+        try:
+            training = next(cycles)
+        except StopIteration as finished:
+            return finished.value
+
+
+def active_learning(
+    data: MultimodalDataset,
+    build_model: Callable[[], MultimodalClassifier],
+    trainer: Trainer,
+    strategy: QueryStrategy,
+    run_log: RunLog,
+    protocol: ALProtocol,
+    seed: int,
+    references: References | None = None,
+    balance: BalanceMethod | None = None,
+    resume: ALState | None = None,
+    fingerprint: str = "",
+) -> Cycles:
+    """The AL cycles of one run, as a generator that yields each cycle's ``Training`` and goes on once it has
+    been trained (by ``run_active_learning``, or with other runs' trainings by ``mmal.lockstep``); returns the
+    summary. A ``DivergenceError`` thrown in at a yield fails the run, naming the cycle.
 
     The budget must fit in the pool (``mmal.config.check_budget``). With ``warm_start=False`` every
     cycle retrains from the same initial weights. After each cycle the AL state is saved in the run
@@ -98,7 +143,7 @@ def run_active_learning(
         unimodal = references.members(initial, data, rows) if due else {}
         with _naming_cycle(cycle):
             fused = Member(model, data.pool, rows, hooks=(balance,) if balance else ())
-            trainer.fit_together([fused, *unimodal.values()], train_seed)
+            yield Training([fused, *unimodal.values()], train_seed)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
         if balance:
