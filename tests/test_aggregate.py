@@ -14,7 +14,9 @@ from conftest import ROOT
 from PIL import Image
 from scipy import stats
 
-from mmal.aggregate import band, expected_overrides, load_jobs, pairwise, write_report
+from mmal.aggregate.jobs import expected_overrides, load_jobs
+from mmal.aggregate.report import write_report
+from mmal.aggregate.statistics import band, pairwise
 
 
 def _job(sweep, num, overrides, summary=None, records=None, error=None):
