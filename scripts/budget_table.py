@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.aggregate import Job, assign_settings, grouped, load_jobs, mean_ci, one_sample_p
+from mmal.aggregate.jobs import Job, assign_settings, grouped, load_jobs
+from mmal.aggregate.statistics import mean_ci, one_sample_p
 
 METRICS = ("aubc/gap_ensemble", "final/gap/ensemble")
 

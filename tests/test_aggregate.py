@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ from conftest import ROOT
 from PIL import Image
 from scipy import stats
 
-from mmal.aggregate import band, expected_overrides, load_jobs, pairwise, write_report
+from mmal.aggregate.jobs import expected_overrides, load_jobs
+from mmal.aggregate.report import write_report
+from mmal.aggregate.statistics import band, cross_tables, pairwise
 
 
 def _job(sweep, num, overrides, summary=None, records=None, error=None):
@@ -181,6 +184,15 @@ def test_crossing_balance_with_strategies_ranks_pairs_and_finds_pairs_that_beat_
                                          r"\['balance', 'pitfall'\]"):
         write_report(tmp_path, tmp_path / "nope", cross="fusion")
 
+    # The same numbers, as the statistics give them to the report to format.
+    numbers = cross_tables(load_jobs(tmp_path), "balance", 0.05, "none")["+experiment=study_mfeat"]["aubc/acc"]
+    assert numbers.values == ["none", "ogm", "pmr"] and numbers.ranks[("ogm", "random")] == 2
+    ogm = numbers.against_baseline[("ogm", "margin")]
+    assert ogm.mean == pytest.approx(0.1) and ogm.seeds == 5 and ogm.verdict == 1
+    assert (numbers.best, numbers.best_plain, numbers.best_random) == (("ogm", "margin"), ("none", "margin"),
+                                                                       ("ogm", "random"))
+    assert numbers.winners == [("ogm", "margin")]
+
 
 def _gap_sweep(sweep, gaps, extra=()):
     """Jobs of one setting, one per seed, whose aubc/gap_ensemble (and final) are ``gaps``; each record has a
@@ -219,3 +231,37 @@ def test_budget_table_says_which_conclusions_hold_at_twice_the_budget(tmp_path):
     assert rows[2].count(" + |") == 2 and rows[2].endswith("| yes |")  # significantly above 0 at both
     rows = table([("50", tmp_path / "e50"), ("100", tmp_path / "e100")], ("aubc/gap_ensemble",))
     assert rows[2:] == []  # without --where the settings differ (balance varies at 50 epochs only)
+
+
+# Imports every module of the report and writes one; prints matplotlib's backend and whether pyplot was loaded.
+BACKEND_PROBE = """
+import importlib, pkgutil, sys
+from pathlib import Path
+import matplotlib
+import mmal.aggregate
+for module in pkgutil.iter_modules(getattr(mmal.aggregate, "__path__", []), "mmal.aggregate."):
+    if not module.name.endswith("__main__"):  # that one runs the command
+        importlib.import_module(module.name)
+print("imported", "matplotlib.pyplot" in sys.modules, matplotlib.get_backend())
+mmal.aggregate.write_report(Path(sys.argv[1]), Path(sys.argv[2]))
+print("reported", "matplotlib.pyplot" in sys.modules, matplotlib.get_backend())
+"""
+
+
+def test_the_report_neither_sets_a_matplotlib_backend_nor_loads_pyplot(tmp_path):
+    """A notebook or script that imports the report keeps its own backend (here MPLBACKEND=svg)."""
+    _job(tmp_path / "sweep", 0, ["query=random", "seed=0"], _summary(0.8, 0.1), _records(0.8))
+    result = subprocess.run([sys.executable, "-c", BACKEND_PROBE, str(tmp_path / "sweep"), str(tmp_path / "report")],
+                            cwd=tmp_path, env={**os.environ, "MPLBACKEND": "svg"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["imported False svg", "reported False svg"]
+    assert (tmp_path / "report" / "penalty_aubc_acc.png").exists()
+
+
+def test_python_dash_m_mmal_aggregate_writes_the_report(tmp_path):
+    _job(tmp_path / "sweep", 0, ["query=random", "seed=0"], _summary(0.8, 0.1), _records(0.8))
+    result = subprocess.run([sys.executable, "-m", "mmal.aggregate", str(tmp_path / "sweep"), "--out",
+                             str(tmp_path / "report")], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "1 finished jobs, 0 missing, crashed or unfinished." in result.stdout
+    assert (tmp_path / "report" / "curves_default.png").exists()
