@@ -71,6 +71,7 @@ def write_provenance(run_dir: Path, provenance: dict[str, str] | None) -> None:
 # An absolute path: Hydra resolves a relative one against the caller's module, which for the mmal-train console
 # script is no file of mmal ("Primary config module 'conf' not found").
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+MMAL_SWEEPER = "hydra_plugins.mmal_sweeper.checked_sweeper.CheckedSweeper"  # conf/hydra/sweeper/mmal.yaml
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -105,6 +106,8 @@ def main(cfg: DictConfig) -> float:
         failure = job_failure(err, run_dir, provenance)
     else:
         return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
+    if hydra_cfg.sweeper._target_ != MMAL_SWEEPER:  # one that optimises (Optuna's) records nan as a failed trial
+        return float("nan")
     # Raised here, not inside a handler, so that it holds no frame of the failed run (a multirun keeps every
     # job's return, this error included, until the sweep ends); Hydra hands it to mmal's sweeper.
     raise failure
