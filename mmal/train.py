@@ -46,7 +46,8 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
             return resume.summary
         if resume is not None:
             log.info("resuming after cycle %d: %s", resume.cycle, run_dir)
-        exp.sink.start(run_dir, config, name, group, run_id=resume.run_id if resume else None)
+        exp.sink.start(run_dir, config, name, group, run_id=resume.run_id if resume else None,
+                       records=resume.records if resume else [])
         data = exp.data
         log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
                  len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
