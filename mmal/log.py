@@ -7,7 +7,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,10 @@ class Sink:
     run_id: str | None = None  # the external run's id once started; a resumed experiment reopens it
 
     def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None,
-              run_id: str | None = None) -> None:
+              run_id: str | None = None, records: Sequence[dict[str, Any]] = ()) -> None:
         """Open the run: ``config`` is the resolved config, ``name`` e.g. ``entropy-synergy-intermediate-s0``,
-        ``group`` the sweep it belongs to (None for a single run), ``run_id`` the id of the run to resume."""
+        ``group`` the sweep it belongs to (None for a single run), ``run_id`` the id of the run to resume and
+        ``records`` the cycles it has finished (which its earlier starts logged, or began to log)."""
 
     def log(self, record: dict[str, Any]) -> None:
         """One cycle's record (the line just written to ``metrics.jsonl``)."""
@@ -75,6 +77,14 @@ class WandbSink(Sink):
     settings in ``<run_dir>/wandb_{cache,config,data}``. A W&B failure (a bad ``mode``, no API key, no
     network, an error inside wandb) logs one warning and turns the sink off for the rest of the run.
 
+    A resumed run continues the same W&B run (same id) and logs each cycle once across its starts: it begins
+    after the last step its earlier starts kept (offline: the rows in their ``offline-run-*-<id>`` directories,
+    ``kept_steps``; online: the server's), first logging the finished cycles they lost. A killed offline start
+    keeps little: wandb writes its log in 32 KiB blocks and the rest dies with the process, and a start killed
+    before its first block leaves a log that ``wandb sync`` refuses, which is renamed ``*.wandb.empty``. So
+    ``wandb sync <run_dir>/wandb``, which syncs a run's directories in the order of their starts, gives every
+    cycle once.
+
     Args:
         project, entity: where the run goes (``entity=None``: the API key's default entity).
         mode: ``online`` | ``offline`` (upload later with ``wandb sync``) | ``disabled``.
@@ -90,15 +100,18 @@ class WandbSink(Sink):
         self.project, self.entity, self.mode, self.group = project, entity, mode, group
         self.job_type, self.tags, self.notes, self.init_timeout = job_type, list(tags), notes, init_timeout
         self.run: Any = None  # the open wandb run; None before start, after finish and after a failure
+        self.first_step = 0  # the steps below it are the run's earlier starts' (a resumed run's)
         self._saved_env: dict[str, str | None] = {}
 
     def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None,
-              run_id: str | None = None) -> None:
+              run_id: str | None = None, records: Sequence[dict[str, Any]] = ()) -> None:
         self.run_dir = Path(run_dir).resolve()
         self._guard("init", self._init, config, name, group, run_id)
+        for record in records:  # the finished cycles that no earlier start kept
+            self.log(record)
 
     def log(self, record: dict[str, Any]) -> None:
-        if self.run is not None:
+        if self.run is not None and record[CYCLE] >= self.first_step:
             self._guard("log", self.run.log, _scalars(record), step=record[CYCLE])
 
     def finish(self, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -122,10 +135,12 @@ class WandbSink(Sink):
         # silent: wandb's own ~35 console lines per run (banner, history sparklines) drown a sweep's log; mmal
         # says in one line where the run is.
         settings = wandb.Settings(init_timeout=self.init_timeout, reinit="finish_previous", silent=True)
+        kept = kept_steps(self.run_dir, run_id) if run_id else []  # before wandb adds this start's directory
         self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, group=self.group or group,
                               job_type=self.job_type, tags=self.tags, notes=self.notes, name=name, config=config,
                               dir=self.run_dir, settings=settings, id=run_id, resume="allow" if run_id else None)
         self.run_id = self.run.id
+        self.first_step = max([self.run.starting_step, *(step + 1 for step in kept)])
         log.info("W&B run %s (%s): %s", self.run.id, self.mode, Path(self.run.dir).parent)
         self.run.define_metric(N_LABELED)
         self.run.define_metric("*", step_metric=N_LABELED)
@@ -151,8 +166,10 @@ class WandbSink(Sink):
                 ys=[[r[k] for r in records if k in r] for k in band], keys=band, xname=N_LABELED,
                 title="references' ensemble - fused accuracy, with its 95 % interval, vs labeled samples")
         media.update({f"plots/{png.stem}": wandb.Image(str(png)) for png in sorted(self.run_dir.glob("*.png"))})
-        # At the last cycle's step, so the history keeps one row per cycle.
-        self.run.log(media, step=records[-1][CYCLE] if records else None)
+        # At the last cycle's step, so the history keeps one row per cycle; an earlier start that kept that row
+        # kept these too (wandb writes a row when the run goes past it or finishes, here after this call).
+        if not records or records[-1][CYCLE] >= self.first_step:
+            self.run.log(media, step=records[-1][CYCLE] if records else None)
         self.run.finish()
         self._close()
 
@@ -180,6 +197,47 @@ class WandbSink(Sink):
             else:
                 os.environ[key] = value
         self._saved_env = {}
+
+
+def kept_steps(run_dir: Path, run_id: str) -> list[int]:
+    """The history steps that the earlier offline starts of W&B run ``run_id`` kept in ``run_dir/wandb``. A log
+    that kept nothing (its start was killed before wandb wrote its first block) is renamed ``*.wandb.empty``:
+    ``wandb sync`` stops at it ("error getting next record: EOF") without syncing any of the run's starts."""
+    steps = []
+    for log_file in sorted(Path(run_dir).glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")):
+        records = list(log_records(log_file))
+        if not records:
+            log_file.rename(log_file.with_name(log_file.name + ".empty"))
+        steps += [record.history.step.num for record in records if record.history.HasField("step")]
+    return steps
+
+
+_LOG_HEADER = 7  # a .wandb file starts with ":W&B", a magic number and a version
+_LOG_BLOCK = 32 * 1024  # then LevelDB's log format: 32 KiB blocks of chunks, 7-byte chunk headers
+_FULL, _FIRST, _LAST = 1, 2, 4  # chunk types (3: a middle part)
+
+
+def log_records(log_file: Path) -> Iterator[Any]:
+    """The records of a W&B transaction log (``run-<id>.wandb``), wandb ``Record`` protobufs, in order. Each
+    chunk has a CRC-32 of its type and data, its length and its type; a record is one chunk, or a first, middle
+    and last one. A torn tail (the process was killed while writing) ends them, as it ends what ``wandb sync``
+    reads."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, record, pos = Path(log_file).read_bytes(), b"", _LOG_HEADER
+    while pos + 7 <= len(data):
+        if _LOG_BLOCK - pos % _LOG_BLOCK < 7:  # too little room left for a chunk header: the block's zero padding
+            pos += _LOG_BLOCK - pos % _LOG_BLOCK
+            continue
+        crc = int.from_bytes(data[pos:pos + 4], "little")
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        if len(chunk) < length or zlib.crc32(bytes([kind]) + chunk) != crc:
+            return
+        pos += 7 + length
+        record = chunk if kind in (_FULL, _FIRST) else record + chunk
+        if kind in (_FULL, _LAST):
+            yield Record.FromString(record)
 
 
 def _scalars(record: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Checking every job of a sweep before the first one starts (``check_jobs``, called by mmal's Hydra sweeper,
-``hydra_plugins.mmal_sweeper``): a grid with a bad job starts none, and the refusal lists every bad job.
+``hydra_plugins.mmal_sweeper``): a grid with a bad job starts none, and the refusal lists every bad job. And how
+a job that did not finish tells the sweeper so (``JobFailed``).
 
 Each job gets the checks a run makes before work (``mmal.experiment``): every component built from its
 config, the data built once per dataset config (the seed aside) for the checks that need its sizes (the
@@ -42,6 +43,20 @@ def check_jobs(jobs: Iterable[tuple[Hashable, DictConfig, Path]]) -> dict[Hashab
         except ConfigError as err:
             errors[key] = err
     return errors
+
+
+class JobFailed(Exception):
+    """What a multirun job that did not finish raises (``mmal.train``), for mmal's sweeper to count and list:
+    ``error``, one line; ``refused``, whether its run directory belongs to another run (nothing was written into
+    it), else the job failed while running (its ``error.txt`` holds the whole error). Only strings and a bool, so
+    that it pickles through every launcher (joblib's workers, submitit's result files)."""
+
+    def __init__(self, error: str, refused: bool = False):
+        super().__init__(error, refused)
+        self.error, self.refused = error, refused
+
+    def __str__(self) -> str:
+        return self.error
 
 
 NAME_MAX = 255  # bytes in one file or directory name (Linux: ext4, xfs, btrfs, tmpfs)

@@ -23,6 +23,7 @@ from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import RunLog
 from mmal.loop import run_active_learning
+from mmal.sweep import JobFailed
 from mmal.training import DivergenceError
 
 log = logging.getLogger("mmal")
@@ -45,7 +46,8 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
             return resume.summary
         if resume is not None:
             log.info("resuming after cycle %d: %s", resume.cycle, run_dir)
-        exp.sink.start(run_dir, config, name, group, run_id=resume.run_id if resume else None)
+        exp.sink.start(run_dir, config, name, group, run_id=resume.run_id if resume else None,
+                       records=resume.records if resume else [])
         data = exp.data
         log.info("data: pool %d, val %d, test %d, %d classes, modalities %s; device %s",
                  len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
@@ -70,6 +72,7 @@ def write_provenance(run_dir: Path, provenance: dict[str, str] | None) -> None:
 # An absolute path: Hydra resolves a relative one against the caller's module, which for the mmal-train console
 # script is no file of mmal ("Primary config module 'conf' not found").
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+MMAL_SWEEPER = "hydra_plugins.mmal_sweeper.checked_sweeper.CheckedSweeper"  # conf/hydra/sweeper/mmal.yaml
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -77,8 +80,9 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
     name = f"{choices.query}-{choices.pitfall}-{choices.fusion}-s{cfg.seed}"
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     sweep = Path(hydra_cfg.sweep.dir)
-    group = f"{sweep.parent.name}_{sweep.name}" if hydra_cfg.mode == RunMode.MULTIRUN else None
+    group = f"{sweep.parent.name}_{sweep.name}" if multirun else None
     run_dir = Path(hydra_cfg.runtime.output_dir)
     provenance = {"config.yaml": OmegaConf.to_yaml(cfg),
                   "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
@@ -87,32 +91,44 @@ def main(cfg: DictConfig) -> float:
         summary = run(cfg, run_dir, name, group, provenance)
     except RunDirectoryError as err:  # another run's directory: write nothing into it
         log.error("config error: %s", err)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return float("nan")
-        sys.exit(2)
-    except Exception as err:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            # One failing job, a bad config included, must not stop the sweep: record the error where the
-            # report finds it, go on with the next job.
-            cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
-            if isinstance(err, (ConfigError, DivergenceError)):  # they name what to change: no traceback
-                log.error("job %s: %s", run_dir, err)
-                detail = ""
-            else:
-                log.exception("job %s failed", run_dir)
-                detail = "\n\n" + traceback.format_exc()
-            if not (run_dir / ".hydra").exists():  # so that the report lists this job as crashed
-                write_provenance(run_dir, provenance)
-            (run_dir / "error.txt").write_text(f"{type(cause).__name__}: {cause}{detail}")
-            return float("nan")
-        if isinstance(err, ConfigError):
-            log.error("config error: %s", err)
+        if not multirun:
             sys.exit(2)
-        if isinstance(err, DivergenceError):  # the cycle and the keys to look at; a traceback adds nothing
-            log.error("%s", err)
-            sys.exit(1)
-        raise
-    return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
+        failure = JobFailed(str(err), refused=True)
+    except Exception as err:
+        if not multirun:
+            if isinstance(err, ConfigError):
+                log.error("config error: %s", err)
+                sys.exit(2)
+            if isinstance(err, DivergenceError):  # the cycle and the keys to look at; a traceback adds nothing
+                log.error("%s", err)
+                sys.exit(1)
+            raise
+        # One failing job, a bad config included, must not stop the sweep: mmal's sweeper goes on with the next.
+        failure = job_failure(err, run_dir, provenance)
+    else:
+        return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
+    if hydra_cfg.sweeper._target_ != MMAL_SWEEPER:  # one that optimises (Optuna's) records nan as a failed trial
+        return float("nan")
+    # Raised here, not inside a handler, so that it holds no frame of the failed run (a multirun keeps every
+    # job's return, this error included, until the sweep ends); Hydra hands it to mmal's sweeper.
+    raise failure
+
+
+def job_failure(err: Exception, run_dir: Path, provenance: dict[str, str]) -> JobFailed:
+    """A failed multirun job's error, logged and written to ``run_dir/error.txt`` (where the report finds it),
+    as the job returns it to mmal's sweeper."""
+    cause = err.__cause__ or err  # Hydra wraps errors raised while instantiating a component
+    if isinstance(err, (ConfigError, DivergenceError)):  # they name what to change: no traceback
+        log.error("job %s: %s", run_dir, err)
+        detail = ""
+    else:
+        log.exception("job %s failed", run_dir)
+        detail = "\n\n" + traceback.format_exc()
+    if not (run_dir / ".hydra").exists():  # so that the report lists this job as crashed
+        write_provenance(run_dir, provenance)
+    error = f"{type(cause).__name__}: {cause}"
+    (run_dir / "error.txt").write_text(error + detail)
+    return JobFailed(error.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mmal.checkpoint import locked
 from mmal.config import check_budget
 from mmal.data import MultimodalDataset, Pitfall, make_synthetic
 from mmal.errors import ConfigError
@@ -272,6 +273,7 @@ def test_multirun_sweep_runs_every_job(tmp_path):
     overrides = [o for o in TINY if not o.startswith(("trainer.device", "logger"))]  # default device and W&B
     result = _train(["-m", "query=random,entropy", "seed=0,1", *overrides, f"hydra.sweep.dir={tmp_path}"], ROOT)
     assert result.returncode == 0, result.stderr
+    assert "sweep done: 4 of 4 jobs finished, 0 failed, 0 refused" in result.stdout + result.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     named = [set(p.name.split("_", 1)[1].split(",")) for p in jobs]  # job directories are named by overrides
     assert sorted(len(n & {"query=random", "query=entropy"}) for n in named) == [1, 1, 1, 1]
@@ -328,17 +330,32 @@ def test_a_sweep_whose_job_directories_would_be_too_long_to_create_is_refused(tm
 
 
 @pytest.mark.slow
-def test_a_sweep_job_that_fails_while_running_is_recorded_and_the_other_jobs_run(tmp_path):
-    # lr = 1e6 passes every check and diverges in cycle 0; the other job must still run
-    overrides = [o for o in TINY if not o.startswith(("trainer.epochs", "al.cycles"))]
-    result = _train(["-m", "trainer.lr=1e-3,1e6", "trainer.epochs=20", "al.cycles=1", *overrides,
-                     f"hydra.sweep.dir={tmp_path}"], ROOT)
-    assert result.returncode == 0, result.stderr
-    good, bad = (next(tmp_path.glob(f"{job}_*")) for job in (0, 1))  # jobs 0 and 1: lr 1e-3 and 1e6
-    assert (bad / "error.txt").read_text().startswith("DivergenceError: cycle 0: training diverged: non-finite")
-    assert not (bad / "summary.json").exists() and (bad / ".hydra" / "overrides.yaml").exists()
-    assert (good / "summary.json").exists() and len(read_jsonl(good / "metrics.jsonl")) == 2
-    assert "Traceback" not in result.stdout + result.stderr and "Traceback" not in (bad / "error.txt").read_text()
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_a_sweep_whose_jobs_fail_or_are_refused_while_running_runs_the_rest_and_says_so_with_exit_status_1(
+        launcher, tmp_path):
+    # The issue's sweep: lr 1e6 and 1e7 pass every check and diverge in cycle 0 (jobs 0 and 2); job 3's directory
+    # is held by another run when the job starts, which no check before the sweep can see.
+    overrides = [o for o in TINY if not o.startswith("al.cycles")]
+    with locked(tmp_path / "3"):
+        result = _train(["-m", *launcher, "fusion=early", "trainer.lr=1e6,0.001,1e7,0.002", "al.cycles=1", *overrides,
+                         f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"], ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    closing = output[output.index("sweep done: "):].splitlines()
+    assert closing[0] == "sweep done: 1 of 4 jobs finished, 2 failed, 1 refused (exit status 1)"
+    diverged = "DivergenceError: cycle 0: training diverged: non-finite weights"
+    assert closing[1].startswith(f"  failed: {tmp_path / '0'}: {diverged}") and "trainer.lr=1000000.0" in closing[1]
+    assert closing[2].startswith(f"  failed: {tmp_path / '2'}: {diverged}") and "trainer.lr=10000000.0" in closing[2]
+    assert closing[3] == f"  refused: {tmp_path / '3'}: run directory='{tmp_path / '3'}': is in use by another mmal " \
+        "run; wait for it to end or choose another directory (hydra.run.dir / hydra.sweep.dir)"
+    assert len(closing) == 4
+    for bad in (tmp_path / "0", tmp_path / "2"):  # each failed job's error where the report finds it
+        assert (bad / "error.txt").read_text().startswith(diverged)
+        assert not (bad / "summary.json").exists() and (bad / ".hydra" / "overrides.yaml").exists()
+    assert (tmp_path / "1" / "summary.json").exists() and len(read_jsonl(tmp_path / "1" / "metrics.jsonl")) == 2
+    assert {p.name for p in (tmp_path / "3").iterdir()} <= {".lock", "train.log"}  # the refused job wrote nothing
+    assert "Traceback" not in output and "Traceback" not in (tmp_path / "0" / "error.txt").read_text()
 
 
 @pytest.mark.slow

@@ -96,6 +96,7 @@ def test_slurm_sweep_runs_both_jobs_and_requeued_jobs_resume(tmp_path):
             subprocess.run([sys.executable, "-m", "mmal.train", "-m", *ARGS, "seed=0,1", f"hydra.sweep.dir={straight}"],
                            cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True, timeout=300)
             assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+            assert "sweep done: 2 of 2 jobs finished, 0 failed, 0 refused" in log.read_text()
             shown = {seed: subprocess.run(["scontrol", "show", "job", i], env=env, capture_output=True, text=True,
                                           timeout=30).stdout for seed, i in ids.items()}
         finally:
@@ -119,3 +120,23 @@ def test_slurm_sweep_runs_both_jobs_and_requeued_jobs_resume(tmp_path):
         summary, reference = (json.loads((d / "summary.json").read_text()) for d in (job, references[seed]))
         assert _without_times(summary) == _without_times(reference)
         assert not (job / "error.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+def test_a_slurm_sweep_with_a_failing_job_ends_with_a_summary_and_exit_status_1(tmp_path):
+    # lr 1e6 passes every check and diverges in cycle 0 inside its Slurm job; the error comes back through submitit.
+    sweep = tmp_path / "sweep"
+    args = [o for o in TINY if not o.startswith("al.cycles")] + ["al.cycles=1", "fusion=early", "trainer.lr=1e6,0.001"]
+    with slurm_cluster() as env:
+        result = subprocess.run([sys.executable, "-m", "mmal.train", "-m", *LAUNCHER, *args, f"hydra.sweep.dir={sweep}",
+                                 "hydra.sweep.subdir=${hydra.job.num}"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    closing = output[output.index("sweep done: "):].splitlines()
+    assert closing[0] == "sweep done: 1 of 2 jobs finished, 1 failed, 0 refused (exit status 1)"
+    assert closing[1].startswith(f"  failed: {sweep / '0'}: DivergenceError: cycle 0: training diverged: non-finite")
+    assert len(closing) == 2
+    assert (sweep / "0" / "error.txt").exists() and (sweep / "1" / "summary.json").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 
 import pytest
 import wandb
-from conftest import TINY, compose_config
+from conftest import ROOT, TINY, compose_config
 from PIL import Image
 
-from mmal.log import WandbSink, read_jsonl
+from mmal.checkpoint import load_state
+from mmal.log import WandbSink, kept_steps, read_jsonl
 from mmal.train import run
 
 WANDB = [*TINY, "al.cycles=1", "trainer.epochs=1", "logger=wandb", "logger.mode=offline"]
@@ -34,19 +36,26 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def read_wandb_run(run_dir: Path) -> dict[str, Any]:
-    """The one offline W&B run in ``run_dir``, from its ``.wandb`` log as ``wandb leet inspect --json`` prints
-    it (one JSON record per line): the run record, history rows, config, summary, exit code, files folder."""
+    """The one offline W&B run in ``run_dir`` (``read_wandb_log``)."""
     (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return read_wandb_log(log_file)
+
+
+def read_wandb_log(log_file: Path) -> dict[str, Any]:
+    """An offline W&B run's ``.wandb`` log as ``wandb leet inspect --json`` prints it (one JSON record per line):
+    the run record, history rows, config, summary, exit code, files folder."""
     out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log_file)],
                          capture_output=True, text=True, check=True).stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    (run_record,) = [r["run"] for r in records if r["type"] == "run"]
+    runs = [r["run"] for r in records if r["type"] == "run"]
+    assert len(runs) == 1, f"{log_file} holds {len(runs)} run records; wandb sync refuses a log without one"
+    (run_record,) = runs
     config, summary = dict(run_record["config"]["update"]), {}
     for r in records:
         config.update(r["config"]["update"] if r["type"] == "config" else {})
         summary.update(r["summary"].get("update", {}) if r["type"] == "summary" else {})
-    (exit_record,) = [r["exit"] for r in records if r["type"] == "exit"]
-    return {"run": run_record, "config": config, "summary": summary, "exit_code": exit_record.get("exit_code", 0),
+    exits = [r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"]
+    return {"run": run_record, "config": config, "summary": summary, "exit_code": exits[0] if exits else None,
             "history": [r["history"]["item"] for r in records if r["type"] == "history"],
             "files": log_file.parent / "files"}
 
@@ -204,3 +213,66 @@ def test_a_balancing_methods_state_reaches_wandb_as_curves_and_its_plot(tmp_path
         for key in ("balance/ogm_coeff/a", "balance/ogm_ratio/b"):
             assert row[key] == record[key], key
     assert wb["history"][-1]["plots/balance._type"] == "image-file"
+
+
+
+# mmal.train, SIGKILLed at one point as a kill from outside could be at any moment: right after cycle 1's state is
+# saved, or after the W&B run has finished but before the final state (the one with the summary) is saved.
+KILLED_RUN = """
+import os, runpy, signal, sys
+import mmal.loop
+from mmal.checkpoint import save_state
+when = sys.argv.pop(1)
+
+def save_state_then_die(run_dir, state):
+    if when == "before the final state" and state.finished:
+        os.kill(os.getpid(), signal.SIGKILL)
+    save_state(run_dir, state)
+    if when == "after cycle 1" and state.cycle == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+mmal.loop.save_state = save_state_then_die
+runpy.run_module("mmal.train", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["after cycle 1", "before the final state"])
+def test_a_killed_and_resumed_run_syncs_to_one_history_with_every_cycle_once(when, tmp_path):
+    run_dir, args = tmp_path / "run", [o for o in WANDB if not o.startswith("al.cycles")] + ["al.cycles=3"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, when, *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    summary = run(compose_config(args), run_dir)  # resumed: the same W&B run id, a second offline directory
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2
+
+    # `wandb sync <run dir>/wandb` syncs every run-*.wandb there, a run's one after the other in the order of their
+    # starts: their rows, in that order, are the run's history. (A start that kept nothing has no such file left.)
+    parts = [read_wandb_log(f) for f in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))]
+    assert {part["run"]["run_id"] for part in parts} == {load_state(run_dir).run_id}
+    rows = [row for part in parts for row in part["history"]]
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [row["_step"] for row in rows] == [r["cycle"] for r in records] == [0, 1, 2, 3]  # every cycle, once
+    for row, record in zip(rows, records):
+        assert (row["n_labeled"], row["acc"]) == (record["n_labeled"], record["acc"])
+    assert [row["_step"] for row in rows if any(k.startswith("plots/") for k in row)] == [3]  # the plots, once
+    assert parts[-1]["exit_code"] == 0 and parts[-1]["summary"]["final/acc"] == summary["final/acc"]
+
+
+@pytest.mark.parametrize("steps", [0, 2, 400], ids=["nothing", "two rows", "rows past a block"])
+def test_the_steps_a_killed_start_kept_are_read_from_its_log_and_a_log_that_kept_nothing_is_moved_aside(
+        steps, tmp_path):
+    dead = WandbSink(mode="offline")
+    dead.start(tmp_path, {}, "dead", None)
+    for step in range(steps):
+        dead.log({"cycle": step, "n_labeled": step, "acc": 0.5, "padding": "x" * 200})
+    dead.run.finish()  # the whole log; a killed start leaves what wandb had written of it by then:
+    dead._close()
+    (log_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    # its 7-byte header alone; or the log but the last bytes; or its first 32 KiB block (wandb writes whole blocks)
+    log_file.write_bytes(log_file.read_bytes()[:{0: 7, 2: -5, 400: 32 * 1024}[steps]])
+    written = [row["_step"] for row in read_wandb_log(log_file)["history"]] if steps else []
+
+    assert kept_steps(tmp_path, dead.run_id) == written == list(range(len(written)))
+    assert {0: 0, 2: 2, 400: 10}[steps] <= len(written) <= steps
+    assert log_file.exists() == bool(steps) and log_file.with_name(log_file.name + ".empty").exists() == (not steps)
