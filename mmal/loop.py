@@ -77,17 +77,17 @@ def run_active_learning(
     ``active_learning``, each training done by ``trainer.fit_together``."""
     cycles = active_learning(data, build_model, trainer, strategy, run_log, protocol, seed, references, balance,
                              resume, fingerprint)
-    training = next(cycles)
+    to_send: DivergenceError | None = None
     while True:
+        try:  # a resumed run whose last training is done yields nothing
+            training = cycles.throw(to_send) if to_send else next(cycles)
+        except StopIteration as finished:
+            return finished.value
+        to_send = None
         try:
             trainer.fit_together(training.members, training.seed)
         except DivergenceError as err:  # raised where the cycle asked for the training: it names the cycle
-            training = cycles.throw(err)
-            continue
-        try:
-            training = next(cycles)
-        except StopIteration as finished:
-            return finished.value
+            to_send = err
 
 
 def active_learning(
