@@ -1,7 +1,8 @@
 """Several AL runs in one process, in lockstep (``run_in_lockstep``): each run's cycles are a generator
-(``mmal.loop.active_learning``) that stops where it needs a training; once every live run has stopped, their
-trainings are done together (``Trainer.fit_jobs``: the fused models and references of all runs as one stacked
-model per step), and each run goes on to its next training or its end.
+(``mmal.loop.active_learning``, or a whole job: ``mmal.train.job_cycles``) that stops where it needs a
+training; once every live run has stopped, their trainings are done together (``Trainer.fit_jobs``: the fused
+models and references of all runs whose trainers train alike as one stacked model per step), and each run goes
+on to its next training or its end.
 
 Each run keeps its own results, exactly: its randomness derives from its own seed, and the global random
 state its code sees is its own (saved when it stops, restored when it goes on), so on one CPU thread its
@@ -11,24 +12,30 @@ training, an error in its own code) ends alone with its error; the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from dataclasses import dataclass
+import contextlib
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mmal.loop import Cycles, Training
-from mmal.training import DivergenceError, RngState, Trainer, _rng_state, _set_rng_state
+from mmal.training import DivergenceError, RngState, _rng_state, _set_rng_state
+
+log = logging.getLogger("mmal")
 
 
 @dataclass
 class LockstepRun:
-    """One run for ``run_in_lockstep``: its cycles, its trainer, and a key: runs whose keys are equal train
-    together (their trainers must train alike: same settings); the key of a run's trainer config does."""
+    """One run for ``run_in_lockstep``: its cycles and a key. Runs whose keys are equal train together, so
+    their trainers must train alike (the same settings: the key of a run's trainer config does). ``context``
+    (optional) is entered whenever the run's own code runs, e.g. to send its log lines to its own file."""
 
     cycles: Cycles
-    trainer: Trainer
     key: Hashable
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 @dataclass
@@ -36,24 +43,26 @@ class _State:
     run: LockstepRun
     rng: RngState
     training: Training | None = None  # what it waits for; None once it has ended
-    outcome: Any = None  # its summary, or the exception that ended it
+    outcome: Any = None  # what its cycles returned, or the exception that ended them
 
 
-def run_in_lockstep(runs: list[LockstepRun]) -> list[dict[str, Any] | BaseException]:
-    """Drive ``runs`` to their ends; returns each run's summary, or the exception it failed with. Every run
-    starts from the global random state of the caller, as it would in a process of its own."""
-    device = runs[0].trainer.device if runs else torch.device("cpu")
+def run_in_lockstep(runs: list[LockstepRun]) -> list[Any]:
+    """Drive ``runs`` to their ends; returns what each run's cycles returned, or the exception it failed with.
+    Every run starts from the global random state of the caller, as it would in a process of its own."""
+    device = next((run.device for run in runs if run.device.type == "cuda"), torch.device("cpu"))
     start = _rng_state(device)
     states = [_State(run, start) for run in runs]
     for state in states:
         _advance(state, device, lambda cycles: next(cycles))
+        _say_what_trains_alone(state)
     while True:
         waiting = [s for s in states if s.training is not None]
         if not waiting:
             break
         for key in dict.fromkeys(s.run.key for s in waiting):  # one stacked training per trainer setting
             group = [s for s in waiting if s.run.key == key]
-            outcomes = group[0].run.trainer.fit_jobs([(s.training.members, s.training.seed) for s in group])
+            trainer = group[0].training.trainer
+            outcomes = trainer.fit_jobs([(s.training.members, s.training.seed) for s in group])
             for state, outcome in zip(group, outcomes):
                 if isinstance(outcome, DivergenceError):
                     _advance(state, device, lambda cycles, err=outcome: cycles.throw(err))
@@ -64,13 +73,26 @@ def run_in_lockstep(runs: list[LockstepRun]) -> list[dict[str, Any] | BaseExcept
     return [s.outcome for s in states]
 
 
-def _advance(state: _State, device: torch.device, step) -> None:
+def _say_what_trains_alone(state: _State) -> None:
+    """Log, in the run's context, which of its first training's models will not stack, and why."""
+    if state.training is None:
+        return
+    trainer = state.training.trainer
+    alone = [f"{member.label.removesuffix(': ') or 'the fused model'}: {reason}" for member in state.training.members
+             if (reason := trainer.alone_reason(member)) is not None]
+    if alone:
+        with state.run.context():
+            log.info("trains alone, not stacked with the other runs' models: %s", "; ".join(alone))
+
+
+def _advance(state: _State, device: torch.device, step: Callable[[Cycles], Training]) -> None:
     """Run ``state``'s code up to its next training (or its end) under its own global random state."""
     _set_rng_state(device, state.rng)
-    try:
-        state.training = step(state.run.cycles)
-    except StopIteration as finished:
-        state.training, state.outcome = None, finished.value
-    except Exception as err:  # this run's failure: the others go on
-        state.training, state.outcome = None, err
+    with state.run.context():
+        try:
+            state.training = step(state.run.cycles)
+        except StopIteration as finished:
+            state.training, state.outcome = None, finished.value
+        except Exception as err:  # this run's failure: the others go on
+            state.training, state.outcome = None, err
     state.rng = _rng_state(device)

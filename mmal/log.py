@@ -101,7 +101,6 @@ class WandbSink(Sink):
         self.job_type, self.tags, self.notes, self.init_timeout = job_type, list(tags), notes, init_timeout
         self.run: Any = None  # the open wandb run; None before start, after finish and after a failure
         self.first_step = 0  # the steps below it are the run's earlier starts' (a resumed run's)
-        self._saved_env: dict[str, str | None] = {}
 
     def start(self, run_dir: Path, config: dict[str, Any], name: str, group: str | None,
               run_id: str | None = None, records: Sequence[dict[str, Any]] = ()) -> None:
@@ -125,21 +124,17 @@ class WandbSink(Sink):
     def _init(self, config: dict[str, Any], name: str, group: str | None, run_id: str | None) -> None:
         import wandb  # here, not at the top: a run without W&B never pays for (or breaks on) the import
 
-        env = {key: str(self.run_dir / sub) for key, sub in _WANDB_DIRS.items()}  # not ./wandb, ~/.cache, ...
-        # At a terminal without an API key wandb asks for one and, unanswered (a sweep left in tmux), waits forever.
-        env["WANDB_LOGIN_TIMEOUT"] = os.environ.get("WANDB_LOGIN_TIMEOUT", str(self.init_timeout))
-        self._saved_env = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        # finish_previous: a Hydra multirun runs its jobs in one process, and if a job died without finishing
-        # its run, wandb's default would hand that old run back to the next job instead of a new one.
+        # create_new: the stacked launcher runs many jobs' runs at once in one process (each sink closes its own
+        # run, failed or not); wandb's default would hand an open run back to the next job instead of a new one.
         # silent: wandb's own ~35 console lines per run (banner, history sparklines) drown a sweep's log; mmal
         # says in one line where the run is.
-        settings = wandb.Settings(init_timeout=self.init_timeout, reinit="finish_previous", silent=True)
+        settings = wandb.Settings(init_timeout=self.init_timeout, reinit="create_new", silent=True)
         kept = kept_steps(self.run_dir, run_id) if run_id else []  # before wandb adds this start's directory
         self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, group=self.group or group,
                               job_type=self.job_type, tags=self.tags, notes=self.notes, name=name, config=config,
                               dir=self.run_dir, settings=settings, id=run_id, resume="allow" if run_id else None)
         self.run_id = self.run.id
+        _OPEN.add(self)
         self.first_step = max([self.run.starting_step, *(step + 1 for step in kept)])
         log.info("W&B run %s (%s): %s", self.run.id, self.mode, Path(self.run.dir).parent)
         self.run.define_metric(N_LABELED)
@@ -173,30 +168,47 @@ class WandbSink(Sink):
         self.run.finish()
         self._close()
 
+    @contextlib.contextmanager
+    def _environment(self) -> Iterator[None]:
+        """wandb's directories in this run's directory (not ./wandb, ~/.cache, ...) while wandb works for this
+        run, and the environment as it was in between: the runs of other jobs may be open in this process."""
+        env = {key: str(self.run_dir / sub) for key, sub in _WANDB_DIRS.items()}
+        # At a terminal without an API key wandb asks for one and, unanswered (a sweep left in tmux), waits forever.
+        env["WANDB_LOGIN_TIMEOUT"] = os.environ.get("WANDB_LOGIN_TIMEOUT", str(self.init_timeout))
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
     def _guard(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         try:
-            call(*args, **kwargs)
+            with self._environment():
+                call(*args, **kwargs)
         except Exception as err:
             log.warning("W&B %s failed, so W&B logging is off for the rest of this run (metrics.jsonl is "
                         "unaffected): %s: %s", what, type(err).__name__, err)
             self._close(failed=True)
 
     def _close(self, failed: bool = False) -> None:
-        """Stop wandb (after a failure: finish the run as failed, quietly) and restore the environment."""
+        """Stop this run (after a failure: finish it as failed, quietly), and wandb once no run is open."""
         run, self.run = self.run, None
-        with contextlib.suppress(Exception):
-            if run is not None:
-                if failed:
-                    run.finish(exit_code=1)
+        _OPEN.discard(self)
+        with contextlib.suppress(Exception), self._environment():
+            if run is not None and failed:
+                run.finish(exit_code=1)
+            if not _OPEN:
                 import wandb
 
                 wandb.teardown()  # wandb's background service would keep logging into this run's directory
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env = {}
+
+
+_OPEN: set[WandbSink] = set()  # the sinks of this process whose runs are open
 
 
 def kept_steps(run_dir: Path, run_id: str) -> list[int]:

@@ -51,13 +51,30 @@ def initial_model(build_model: Callable[[], MultimodalClassifier], seed: int) ->
 @dataclass
 class Training:
     """What a cycle asks to have trained before it goes on: its members (the fused model first, then the
-    references that are due) with the cycle's training seed (``Trainer.fit_together``)."""
+    references that are due), with the cycle's training seed, by its trainer (``Trainer.fit_together``)."""
 
     members: list[Member]
     seed: int
+    trainer: Trainer
 
 
-Cycles = Generator[Training, None, dict[str, Any]]
+Cycles = Generator[Training, None, Any]  # returns what the run returns (``active_learning``: its summary)
+
+
+def train_through(cycles: Cycles) -> Any:
+    """Drive ``cycles`` alone to their end, each training by its trainer's ``fit_together``; returns what they
+    return. A diverged training is thrown back in where it was asked for (the cycle names itself)."""
+    to_send: DivergenceError | None = None
+    while True:
+        try:  # a resumed run whose last training is done yields nothing
+            training = cycles.throw(to_send) if to_send else next(cycles)
+        except StopIteration as finished:
+            return finished.value
+        to_send = None
+        try:
+            training.trainer.fit_together(training.members, training.seed)
+        except DivergenceError as err:
+            to_send = err
 
 
 def run_active_learning(
@@ -74,20 +91,9 @@ def run_active_learning(
     fingerprint: str = "",
 ) -> dict[str, Any]:
     """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary: the cycles of
-    ``active_learning``, each training done by ``trainer.fit_together``."""
-    cycles = active_learning(data, build_model, trainer, strategy, run_log, protocol, seed, references, balance,
-                             resume, fingerprint)
-    to_send: DivergenceError | None = None
-    while True:
-        try:  # a resumed run whose last training is done yields nothing
-            training = cycles.throw(to_send) if to_send else next(cycles)
-        except StopIteration as finished:
-            return finished.value
-        to_send = None
-        try:
-            trainer.fit_together(training.members, training.seed)
-        except DivergenceError as err:  # raised where the cycle asked for the training: it names the cycle
-            to_send = err
+    ``active_learning``, alone (``train_through``)."""
+    return train_through(active_learning(data, build_model, trainer, strategy, run_log, protocol, seed, references,
+                                         balance, resume, fingerprint))
 
 
 def active_learning(
@@ -104,7 +110,7 @@ def active_learning(
     fingerprint: str = "",
 ) -> Cycles:
     """The AL cycles of one run, as a generator that yields each cycle's ``Training`` and goes on once it has
-    been trained (by ``run_active_learning``, or with other runs' trainings by ``mmal.lockstep``); returns the
+    been trained (by ``train_through``, or with other runs' trainings by ``mmal.lockstep``); returns the
     summary. A ``DivergenceError`` thrown in at a yield fails the run, naming the cycle.
 
     The budget must fit in the pool (``mmal.config.check_budget``). With ``warm_start=False`` every
@@ -143,7 +149,7 @@ def active_learning(
         unimodal = references.members(initial, data, rows) if due else {}
         with _naming_cycle(cycle):
             fused = Member(model, data.pool, rows, hooks=(balance,) if balance else ())
-            yield Training([fused, *unimodal.values()], train_seed)
+            yield Training([fused, *unimodal.values()], train_seed, trainer)
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: _since(start, device)}
         if balance:

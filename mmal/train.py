@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from mmal.checkpoint import RunDirectoryError, fingerprint, locked, resumable_st
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.log import RunLog
-from mmal.loop import run_active_learning
+from mmal.loop import Cycles, active_learning, train_through
 from mmal.sweep import JobFailed
 from mmal.training import DivergenceError
 
@@ -35,6 +36,13 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
     ``name`` and ``group`` label the run for the external logger. ``provenance`` (file name -> text, e.g.
     Hydra's ``config.yaml`` and ``overrides.yaml``) is written into ``run_dir/.hydra`` once the directory is
     this run's: locked, and holding no run of another config."""
+    return train_through(run_cycles(cfg, run_dir, name, group, provenance))
+
+
+def run_cycles(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None,
+               provenance: dict[str, str] | None = None) -> Cycles:
+    """``run`` as a generator that yields each cycle's training (``mmal.loop.active_learning``), so that the
+    stacked launcher can train it with other runs' (``mmal.lockstep``); returns the summary."""
     with locked(run_dir):
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         resume = resumable_state(run_dir, config)
@@ -53,9 +61,9 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = N
                  len(data.pool), len(data.val), len(data.test), data.num_classes, data.dims, exp.trainer.device)
         try:
             run_log = RunLog(run_dir, exp.sink, records=resume.records if resume else [])
-            return run_active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log, exp.protocol,
-                                       seed=cfg.seed, references=exp.references, balance=exp.balance,
-                                       resume=resume, fingerprint=fingerprint(config))
+            return (yield from active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log,
+                                               exp.protocol, seed=cfg.seed, references=exp.references,
+                                               balance=exp.balance, resume=resume, fingerprint=fingerprint(config)))
         except BaseException:
             exp.sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
             raise
@@ -75,27 +83,55 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 MMAL_SWEEPER = "hydra_plugins.mmal_sweeper.checked_sweeper.CheckedSweeper"  # conf/hydra/sweeper/mmal.yaml
 
 
+@dataclass
+class Job:
+    """One job of the command line, as Hydra composed it: its task config, run directory, the name and group
+    the external logger shows, the provenance written into ``run_dir/.hydra``, and how it reports an error
+    (``multirun``; ``mmal_sweeper``: mmal's sweeper reads a failed job's ``JobFailed``, another gets nan)."""
+
+    cfg: DictConfig
+    run_dir: Path
+    name: str
+    group: str | None
+    provenance: dict[str, str]
+    multirun: bool
+    mmal_sweeper: bool
+
+    @classmethod
+    def of(cls, cfg: DictConfig, hydra_cfg: DictConfig) -> Job:
+        """The job of a task config and its Hydra config (``hydra.runtime.output_dir`` set)."""
+        choices = hydra_cfg.runtime.choices
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        sweep = Path(hydra_cfg.sweep.dir)
+        provenance = {"config.yaml": OmegaConf.to_yaml(cfg),
+                      "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+                      "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
+        name = f"{choices.query}-{choices.pitfall}-{choices.fusion}-s{cfg.seed}"
+        return cls(cfg, Path(hydra_cfg.runtime.output_dir), name,
+                   f"{sweep.parent.name}_{sweep.name}" if multirun else None, provenance, multirun,
+                   hydra_cfg.sweeper._target_ == MMAL_SWEEPER)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    hydra_cfg = HydraConfig.get()
-    choices = hydra_cfg.runtime.choices
-    name = f"{choices.query}-{choices.pitfall}-{choices.fusion}-s{cfg.seed}"
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    sweep = Path(hydra_cfg.sweep.dir)
-    group = f"{sweep.parent.name}_{sweep.name}" if multirun else None
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    provenance = {"config.yaml": OmegaConf.to_yaml(cfg),
-                  "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
-                  "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
+    return train_through(job_cycles(Job.of(cfg, HydraConfig.get())))
+
+
+def job_cycles(job: Job) -> Cycles:
+    """The job's run (``run_cycles``), returning what the job returns to Hydra: the summary's
+    ``optimized_metric`` (the value a Hydra sweeper optimises). A single run that fails exits (status 2 for a
+    config error, 1 for a diverged training) or raises; a multirun job that fails raises ``JobFailed`` for
+    mmal's sweeper (or returns nan to a sweeper that optimises), so that one failed job does not stop a sweep."""
+    cfg, run_dir = job.cfg, job.run_dir
     try:
-        summary = run(cfg, run_dir, name, group, provenance)
+        summary = yield from run_cycles(cfg, run_dir, job.name, job.group, job.provenance)
     except RunDirectoryError as err:  # another run's directory: write nothing into it
         log.error("config error: %s", err)
-        if not multirun:
+        if not job.multirun:
             sys.exit(2)
         failure = JobFailed(str(err), refused=True)
     except Exception as err:
-        if not multirun:
+        if not job.multirun:
             if isinstance(err, ConfigError):
                 log.error("config error: %s", err)
                 sys.exit(2)
@@ -103,11 +139,10 @@ def main(cfg: DictConfig) -> float:
                 log.error("%s", err)
                 sys.exit(1)
             raise
-        # One failing job, a bad config included, must not stop the sweep: mmal's sweeper goes on with the next.
-        failure = job_failure(err, run_dir, provenance)
+        failure = job_failure(err, run_dir, job.provenance)
     else:
-        return summary[cfg.optimized_metric]  # the value a Hydra sweeper optimises
-    if hydra_cfg.sweeper._target_ != MMAL_SWEEPER:  # one that optimises (Optuna's) records nan as a failed trial
+        return summary[cfg.optimized_metric]
+    if not job.mmal_sweeper:  # one that optimises (Optuna's) records nan as a failed trial
         return float("nan")
     # Raised here, not inside a handler, so that it holds no frame of the failed run (a multirun keeps every
     # job's return, this error included, until the sweep ends); Hydra hands it to mmal's sweeper.

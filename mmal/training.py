@@ -14,7 +14,7 @@ from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
 from mmal.models.classifier import ModelOutput, MultimodalClassifier, component_class
-from mmal.models.stacked import stack, stackable, unstack
+from mmal.models.stacked import stack, unstack, unstackable_reason
 from mmal.seeding import derive_seed
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
@@ -238,10 +238,20 @@ class Trainer:
         return [outcome if outcome is not None else slot.rng_after for outcome, slot in
                 zip(outcomes, [s for s in slots if s.first])]
 
-    def _stacks(self) -> bool:
-        """Whether this trainer's optimizer, hooks and precision allow stacked training."""
-        return (component_class(self.optimizer) in STACKED_OPTIMIZERS and self.precision != "16"
-                and all(hook.stackable and type(hook).passes is TrainingHook.passes for hook in self.hooks))
+    def alone_reason(self, member: Member) -> str | None:
+        """Why ``member`` trains alone rather than stacked with others (``fit_jobs``), or None when it stacks."""
+        optimizer = component_class(self.optimizer)
+        if optimizer not in STACKED_OPTIMIZERS:
+            return (f"the optimizer {optimizer.__name__} is not one that stacks "
+                    f"({', '.join(sorted(o.__name__ for o in STACKED_OPTIMIZERS))})")
+        if self.precision == "16":
+            return "trainer.precision=16 scales one loss for all members"
+        for hook in self.hooks:
+            if not hook.stackable or type(hook).passes is not TrainingHook.passes:
+                return f"the training hook {type(hook).__name__} does not stack"
+        if member.hooks:
+            return f"it trains with hooks of its own ({', '.join(type(hook).__name__ for hook in member.hooks)})"
+        return unstackable_reason(member.model)
 
     def _groups(self, slots: Sequence[_Slot]) -> list[list[_Slot]]:
         """Slots that train as one stacked model: as many rows, the same architecture, every one stackable,
@@ -249,7 +259,7 @@ class Trainer:
         def architecture(slot: _Slot) -> tuple | None:
             """What must match to stack; None for a member that trains alone."""
             member = slot.member
-            if not (self._stacks() and stackable(member.model)) or member.hooks:
+            if self.alone_reason(member) is not None:
                 return None
             return len(member.rows), [(n, p.shape) for n, p in member.model.named_parameters()]
 

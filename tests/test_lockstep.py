@@ -56,7 +56,7 @@ def test_runs_in_lockstep_give_the_metrics_of_each_run_alone(tmp_path):
     runs = []
     for i, job in enumerate(grid):
         args = _arguments(job, tmp_path / f"lockstep{i}")
-        runs.append(LockstepRun(active_learning(*args), args[2], key="same trainer"))
+        runs.append(LockstepRun(active_learning(*args), key="same trainer"))
     together = run_in_lockstep(runs)
     for i, (a, b) in enumerate(zip(alone, together)):
         assert _records(tmp_path / f"alone{i}") == _records(tmp_path / f"lockstep{i}"), grid[i]
@@ -70,7 +70,7 @@ def test_a_run_that_diverges_fails_alone_and_the_others_finish(tmp_path):
     runs = []
     for i, job in enumerate(jobs):
         args = _arguments(job, tmp_path / f"run{i}")
-        runs.append(LockstepRun(active_learning(*args), args[2], key=i == 1))  # the bad lr trains apart
+        runs.append(LockstepRun(active_learning(*args), key=i == 1))  # the bad lr trains apart
     outcomes = run_in_lockstep(runs)
     assert isinstance(outcomes[1], DivergenceError) and str(outcomes[1]).startswith("cycle 0: training diverged")
     assert all(isinstance(outcomes[i], dict) and outcomes[i]["cycles"] == 2 for i in (0, 2))
