@@ -330,8 +330,9 @@ def test_a_sweep_whose_job_directories_would_be_too_long_to_create_is_refused(tm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
-                         ids=["basic", "joblib"])
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=stacked", "hydra.launcher.n_jobs=1"]],
+                         ids=["basic", "joblib", "stacked"])
 def test_a_sweep_whose_jobs_fail_or_are_refused_while_running_runs_the_rest_and_says_so_with_exit_status_1(
         launcher, tmp_path):
     # The issue's sweep: lr 1e6 and 1e7 pass every check and diverge in cycle 0 (jobs 0 and 2); job 3's directory

@@ -166,16 +166,21 @@ def test_runs_one_after_another_in_one_process_are_separate_wandb_runs(tmp_path)
         assert wb["exit_code"] == 0
 
 
-def test_a_job_that_died_without_finishing_does_not_swallow_the_next_jobs_run(tmp_path):
-    dead = WandbSink(mode="offline")
-    dead.start(tmp_path / "dead", {}, "dead", "sweep")
-    dead.log({"cycle": 0, "n_labeled": 20, "acc": 0.5})  # then the job raised: no finish()
+def test_a_run_left_open_does_not_swallow_the_next_jobs_run(tmp_path):
+    # The stacked launcher keeps many jobs' runs open at once in one process: a run still open (here: a job that
+    # has not finished) must not be handed to the next job, nor be finished by it.
+    open_run = WandbSink(mode="offline")
+    open_run.start(tmp_path / "open", {}, "open", "sweep")
+    open_run.log({"cycle": 0, "n_labeled": 20, "acc": 0.5})
     run(compose_config(WANDB), tmp_path / "next", "next", "sweep")
 
-    a, b = read_wandb_run(tmp_path / "dead"), read_wandb_run(tmp_path / "next")
-    assert [row["acc"] for row in a["history"]] == [0.5]
-    assert b["run"]["display_name"] == "next"
+    b = read_wandb_run(tmp_path / "next")
+    assert b["run"]["display_name"] == "next" and b["exit_code"] == 0
     assert [row["n_labeled"] for row in b["history"]] == [20, 30]
+    assert open_run.run is not None
+    open_run.abort()  # what mmal does when a job fails
+    a = read_wandb_run(tmp_path / "open")
+    assert [row["acc"] for row in a["history"]] == [0.5] and a["exit_code"] == 1
 
 
 @pytest.mark.parametrize("mode", ["bogus", "online"])  # online: no API key in the empty home
