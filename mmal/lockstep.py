@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,8 +63,11 @@ def run_in_lockstep(runs: list[LockstepRun]) -> list[Any]:
         for key in dict.fromkeys(s.run.key for s in waiting):  # one stacked training per trainer setting
             group = [s for s in waiting if s.run.key == key]
             trainer = group[0].training.trainer
+            began = time.perf_counter()
             outcomes = trainer.fit_jobs([(s.training.members, s.training.seed) for s in group])
+            seconds = time.perf_counter() - began  # fit_jobs ends on the weights' check: synchronised
             for state, outcome in zip(group, outcomes):
+                state.training.seconds = seconds
                 if isinstance(outcome, DivergenceError):
                     _advance(state, device, lambda cycles, err=outcome: cycles.throw(err))
                 else:

@@ -51,11 +51,14 @@ def initial_model(build_model: Callable[[], MultimodalClassifier], seed: int) ->
 @dataclass
 class Training:
     """What a cycle asks to have trained before it goes on: its members (the fused model first, then the
-    references that are due), with the cycle's training seed, by its trainer (``Trainer.fit_together``)."""
+    references that are due), with the cycle's training seed, by its trainer (``Trainer.fit_together``).
+    ``seconds``: how long the training call that trained them took (set by whoever trained them; stacked with
+    other runs' members, the whole stack's time)."""
 
     members: list[Member]
     seed: int
     trainer: Trainer
+    seconds: float = 0.0
 
 
 Cycles = Generator[Training, None, Any]  # returns what the run returns (``active_learning``: its summary)
@@ -71,10 +74,12 @@ def train_through(cycles: Cycles) -> Any:
         except StopIteration as finished:
             return finished.value
         to_send = None
+        start = time.perf_counter()
         try:
-            training.trainer.fit_together(training.members, training.seed)
+            training.trainer.fit_together(training.members, training.seed)  # ends on the weights: synchronised
         except DivergenceError as err:
             to_send = err
+        training.seconds = time.perf_counter() - start
 
 
 def run_active_learning(
@@ -142,16 +147,16 @@ def active_learning(
         if not protocol.warm_start:
             model.load_state_dict(initial.state_dict())
         # With the unimodal references of the neglect measure when due: the same rows, seed and initial weights.
-        start = time.perf_counter()
         rows = labeled.nonzero().squeeze(1)
         train_seed = derive_seed(seed, "train", cycle)
         due = references.due(cycle, cycles)
         unimodal = references.members(initial, data, rows) if due else {}
         with _naming_cycle(cycle):
             fused = Member(model, data.pool, rows, hooks=(balance,) if balance else ())
-            yield Training([fused, *unimodal.values()], train_seed, trainer)
+            training = Training([fused, *unimodal.values()], train_seed, trainer)
+            yield training
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
-                                  names.TIME_TRAIN: _since(start, device)}
+                                  names.TIME_TRAIN: training.seconds}
         if balance:
             record.update({names.BALANCE_PREFIX + key: value for key, value in balance.state().items()})
 
