@@ -10,19 +10,34 @@ searchsorted). The BADGE reference materialises the N x 1280 gradient embedding 
 building it). Both sides get the same uniforms, so the picks can be compared. For k-center the picks are
 also compared in float64 (untimed): float32 distances carry ~1e-7 relative rounding, and in a pool of
 200k the farthest points are sometimes closer than that, so float32 picks may part at such a near-tie.
+
+Each kernel is timed beside its *floor*, the unavoidable work, interleaved in the same process (median of
+``--repeats``): for k-center, k-means++ and BADGE one read of the blocked pool per pick, b batched products
+of one centre with the blocked points (BADGE: with both factors, C + D floats per point); for BALD
+(``--bald N T C``, MC-dropout probabilities of a 10-class softmax) one ``torch.log`` pass over the
+(T, N, C) probabilities into a preallocated tensor. BALD's scores are checked against the definition
+H(mean_t p_t) - mean_t H(p_t) (``torch.allclose``), whose time is printed too. ``--memory-calls`` runs
+k-center that many times in a fresh subprocess (pool 200k x 128, b = 1,000 unless ``--memory-size``) and
+prints each call's peak resident memory above what was resident before it: the high-water mark VmHWM is
+reset before each call by writing 5 to /proc/self/clear_refs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 from functools import partial
 
 import numpy as np
 import torch
 
-from mmal.query.selection import kcenter_greedy, kmeanspp_factored, kmeanspp_seeding
+from mmal.query.selection import _blocked, kcenter_greedy, kmeanspp_factored, kmeanspp_seeding
+from mmal.query.uncertainty import entropy, mutual_information
 
 DIM, CLASSES, LABELED = 128, 10, 0.01
 
@@ -85,14 +100,50 @@ def timed(fn, *args):
     return time.perf_counter() - start, [int(i) for i in out]
 
 
+def interleaved(repeats: int, *fns) -> list[float]:
+    """Median wall time of each function, the functions run in turn ``repeats`` times."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    return [statistics.median(ts) for ts in times]
+
+
+def product_floor(blocked: list[torch.Tensor], b: int):
+    """b batched products of one centre with the blocked pool (each factor): one read of it per pick."""
+    rows = [x[0, :, :1].t().contiguous() for x in blocked]
+    outs = [torch.empty(x.shape[0], 1, x.shape[2]) for x in blocked]
+
+    def run():
+        for _ in range(b):
+            for r, x, o in zip(rows, blocked, outs):
+                torch.matmul(r, x, out=o)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--budgets", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--repeats", type=int, default=5, help="kernel and floor runs (median); numpy once")
+    parser.add_argument("--no-reference", action="store_true", help="skip the numpy references")
+    parser.add_argument("--bald", type=int, nargs=3, default=[50_000, 20, 10], metavar=("N", "T", "C"))
+    parser.add_argument("--memory-calls", type=int, default=10, help="k-center calls in one process; 0: skip")
+    parser.add_argument("--memory-size", type=int, nargs=2, default=[200_000, 1000], metavar=("N", "B"))
+    parser.add_argument("--_memory-child", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._memory_child:
+        _memory_child(*args._memory_child)
+        return
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch threads, "
           f"{os.cpu_count()} cores; D={DIM}, C={CLASSES}, {LABELED:.0%} labeled for coreset")
+
+    _bald(*args.bald, args.repeats)
+    if args.memory_calls:
+        _memory(*args.memory_size, args.memory_calls)
 
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -102,23 +153,27 @@ def main() -> None:
         a = probs - torch.nn.functional.one_hot(probs.argmax(1), CLASSES)  # BADGE's gradient factor
         labeled = torch.zeros(n, dtype=torch.bool)
         labeled[torch.randperm(n, generator=gen)[:max(1, int(LABELED * n))]] = True
-        fits = 2 * n * CLASSES * DIM * 4 < free  # the materialised BADGE embedding and its temporaries
+        fits = 2 * n * CLASSES * DIM * 4 < free and not args.no_reference  # the materialised BADGE embedding
         _warm_up(h, a, labeled)
+        hb, ab = _blocked(h), _blocked(a)
         for b in args.budgets:
             u = torch.rand(b, generator=gen, dtype=torch.float64)
             for name, ours, reference in _cases(h, a, labeled, b, u, gen, fits):
-                t_ours, picks = timed(ours)
+                reference = None if args.no_reference else reference
+                floor = product_floor([ab, hb] if name.startswith("BADGE") else [hb], b)
+                t_ours, t_floor = interleaved(args.repeats, ours, floor)
+                picks = [int(i) for i in ours()]
                 t_ref, ref_picks = timed(reference) if reference else (None, None)
                 same = None if ref_picks is None else _compare(picks, ref_picks, h, labeled, name.startswith("coreset"))
                 if name.startswith("coreset"):  # the same check in float64, where near-ties do not happen
                     x64 = h.double()
                     same += "; float64: " + _compare(kcenter_greedy(x64, labeled, b, gen).tolist(),
                                                      np_kcenter(x64.numpy(), labeled.numpy(), b), h, labeled, True)
-                rows.append((n, b, name, t_ours, t_ref, same))
+                rows.append((n, b, name, t_ours, t_floor, t_ref, same))
                 print(_row(*rows[-1]), flush=True)
 
-    print("\n| N | b | selection | mmal (s) | numpy (s) | numpy / mmal | identical picks |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| N | b | selection | mmal (s) | floor (s) | mmal / floor | numpy (s) | numpy / mmal | identical picks |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(_row(*row))
 
@@ -156,11 +211,69 @@ def _warm_up(h, a, labeled) -> None:
     kmeanspp_factored(a[:500], h[:500], 5, gen)
 
 
-def _row(n, b, name, t_ours, t_ref, same) -> str:
+def _row(n, b, name, t_ours, t_floor, t_ref, same) -> str:
     ref = "–" if t_ref is None else f"{t_ref:.2f}"
     ratio = "–" if t_ref is None else f"{t_ref / t_ours:.2f}"
     same = same or "–"
-    return f"| {n:,} | {b} | {name} | {t_ours:.2f} | {ref} | {ratio} | {same} |"
+    return (f"| {n:,} | {b} | {name} | {t_ours:.2f} | {t_floor:.2f} | {t_ours / t_floor:.2f} | {ref} | {ratio} "
+            f"| {same} |")
+
+
+def _bald(n: int, t: int, c: int, repeats: int) -> None:
+    """BALD's score on (T, N, C) probabilities against one log pass and against its definition."""
+    gen = torch.Generator().manual_seed(0)
+    mc = torch.softmax(3 * torch.randn(t, n, c, generator=gen), -1)
+    logs = torch.empty_like(mc)
+    ours = mutual_information(mc)
+    definition = entropy(mc.mean(0)) - entropy(mc).mean(0)
+    t_ours, t_floor, t_def = interleaved(repeats, lambda: mutual_information(mc), lambda: torch.log(mc, out=logs),
+                                         lambda: entropy(mc.mean(0)) - entropy(mc).mean(0))
+    print(f"BALD N={n:,} T={t} C={c}: {t_ours * 1e3:.1f} ms, floor (one torch.log pass) {t_floor * 1e3:.1f} ms, "
+          f"ratio {t_ours / t_floor:.2f}; the definition {t_def * 1e3:.1f} ms ({t_def / t_floor:.2f}x the floor); "
+          f"allclose {torch.allclose(ours, definition)}, max |diff| {(ours - definition).abs().max():.1e}", flush=True)
+
+
+def _memory(n: int, b: int, calls: int) -> None:
+    """k-center ``calls`` times in a fresh process; each call's peak resident memory above the resident before."""
+    out = subprocess.run([sys.executable, __file__, "--_memory-child", str(n), str(b), str(calls)],
+                         capture_output=True, text=True, check=True).stdout
+    peaks = json.loads(out.splitlines()[-1])
+    if peaks is None:
+        print("k-center memory: /proc/self/clear_refs cannot reset VmHWM here; not measured")
+        return
+    print(f"k-center {n:,} x {DIM}, b = {b}, {calls} calls in one process: peak resident memory above the "
+          f"resident before each call (MiB): {peaks}; call {calls} / call 1: {peaks[-1] / peaks[0]:.2f}", flush=True)
+
+
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
+
+
+def _reset_hwm() -> bool:
+    """Resets VmHWM to the current resident memory; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_mib("VmHWM") <= _status_mib("VmRSS") + 1
+
+
+def _memory_child(n: int, b: int, calls: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(n, DIM, generator=gen)
+    labeled = torch.zeros(n, dtype=torch.bool)
+    labeled[torch.randperm(n, generator=gen)[:max(1, int(LABELED * n))]] = True
+    peaks = []
+    for _ in range(calls):
+        if not _reset_hwm():
+            print(json.dumps(None))
+            return
+        before = _status_mib("VmRSS")
+        kcenter_greedy(h, labeled, b, gen)
+        peaks.append(round(_status_mib("VmHWM") - before))
+    print(json.dumps(peaks))
 
 
 if __name__ == "__main__":

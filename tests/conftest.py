@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+# One thread per test process, before numpy and torch start theirs: the suite runs a worker per core
+# (pytest-xdist), and BLAS/OpenMP threads spinning for a descheduled sibling slowed a scikit-learn fit 19x.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
-import mmal.schema  # noqa: F401  (registers the typed configs, as mmal.train does)
+import pytest  # noqa: E402  (after the threads are set)
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import mmal.schema  # noqa: E402, F401  (registers the typed configs, as mmal.train does)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent

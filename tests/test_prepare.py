@@ -420,7 +420,9 @@ def test_prepared_fixtures_train_with_every_strategy_and_the_diagnostics(tmp_pat
                 progress=False)
         dataset = ["+experiment=cremad_raw", "model.encoders.audio.channels=[4,8]",
                    "model.encoders.visual.channels=[4,8]", "seed=0"]  # one seed of the experiment's grid
+    # The stacked launcher: the 15 jobs in one process, their MLPs stacked (the CNNs of cremad_raw train alone).
     args = ["-m", *dataset, "dataset.root=data", f"query={','.join(STRATEGIES)}", *SMALL_RUN,
+            "hydra/launcher=stacked", "hydra.launcher.n_jobs=1",
             f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=${hydra.job.num}"]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     result = subprocess.run([sys.executable, "-m", "mmal.train", *args], cwd=tmp_path, env=env, capture_output=True,

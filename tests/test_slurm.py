@@ -20,6 +20,8 @@ from slurm_cluster import slurm_cluster, unavailable
 
 from mmal.log import read_jsonl
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one test cluster at a time (pyproject.toml: --dist loadgroup)
+
 # Tiny data, 16 trainings of 300 epochs (0.4-1.5 s each on an idle core): the job the test requeues after two cycles
 # keeps running for the 5 s between Slurm's SIGTERM and SIGKILL and must not reach its end before that.
 ARGS = [o for o in TINY if not o.startswith(("al.cycles", "trainer.epochs"))] + ["al.cycles=15", "trainer.epochs=300"]

@@ -17,7 +17,6 @@ layout and ~13 ms for ``torch.mv`` on the row-major (N, D) matrix. Distances use
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import reduce
 
 import torch
 from torch import Tensor
@@ -33,22 +32,77 @@ _BLOCK = 2048
 _TILE = 2**22
 
 
-def euclidean_sq_dist(points: Tensor) -> SqDist:
+class BlockedSqDist:
+    """Squared distances from some points of a blocked pool to every point of (some of) its blocks: a ``SqDist``.
+
+    ``sq_dist(idx)`` gives a fresh (m, N_padded) tensor; the kernels call ``tile`` instead, which writes the
+    (s, m, _BLOCK) distances into a scratch buffer kept by this object and reused by the next ``tile``, so
+    a selection allocates no pool-sized or tile-sized temporaries per pick (a process that queries hundreds
+    of times keeps a flat memory profile: the allocator is not handed hundreds of 16 MB blocks to lose).
+    Subclasses set ``norms`` (n_blocks, _BLOCK) and write the -2 x_j·x_i in ``_dots``.
+    """
+
+    norms: Tensor
+
+    def __init__(self) -> None:
+        self._scratch: dict[str, Tensor] = {}
+
+    def __call__(self, idx: Tensor, blocks: slice = slice(None)) -> Tensor:
+        dots = self._dots(idx, blocks, lambda _, shape: self.norms.new_empty(shape))
+        return _add_norms(dots, self.norms, idx, blocks).transpose(0, 1).reshape(len(idx), -1)
+
+    def tile(self, idx: Tensor | int, blocks: slice = slice(None)) -> Tensor:
+        """(s, m, _BLOCK) squared distances of the points ``idx`` (a LongTensor (m,), or one int: m = 1) to
+        the points of the s selected blocks, in the scratch buffer: valid until the next ``tile``."""
+        return _add_norms(self._dots(idx, blocks, self._buffer), self.norms, idx, blocks)
+
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> Tensor:
+        numel = shape[0] * shape[1] * shape[2]
+        buf = self._scratch.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = self._scratch[key] = self.norms.new_empty(numel)
+        return buf[:numel].view(shape)
+
+    def _dots(self, idx: Tensor | int, blocks: slice, out: Callable[[str, tuple[int, ...]], Tensor]) -> Tensor:
+        raise NotImplementedError
+
+
+class _Euclidean(BlockedSqDist):
+    def __init__(self, points: Tensor) -> None:
+        super().__init__()
+        self.xb = _blocked(points)  # (n_blocks, D, _BLOCK)
+        self.norms = (self.xb * self.xb).sum(1)  # (n_blocks, _BLOCK)
+
+    def _dots(self, idx, blocks, out):
+        xs = self.xb[blocks]
+        rows = _rows(self.xb, idx)
+        return torch.matmul(rows.mul(-2), xs, out=out("dots", (len(xs), len(rows), _BLOCK)))
+
+
+class _OuterProduct(BlockedSqDist):
+    def __init__(self, a: Tensor, h: Tensor) -> None:
+        super().__init__()
+        self.ab, self.hb = _blocked(a), _blocked(h)  # (n_blocks, C, _BLOCK), (n_blocks, D, _BLOCK)
+        self.norms = (self.ab * self.ab).sum(1) * (self.hb * self.hb).sum(1)  # |g_i|² = |a_i|² |h_i|²
+
+    def _dots(self, idx, blocks, out):
+        as_, hs = self.ab[blocks], self.hb[blocks]
+        ra, rh = _rows(self.ab, idx), _rows(self.hb, idx)
+        shape = (len(as_), len(ra), _BLOCK)
+        cross = torch.matmul(ra.mul(-2), as_, out=out("dots", shape))
+        return cross.mul_(torch.matmul(rh, hs, out=out("h_dots", shape)))  # -2 <g_j, g_i>
+
+
+def euclidean_sq_dist(points: Tensor) -> BlockedSqDist:
     """Squared Euclidean distances between rows of ``points`` (N, D), as a ``SqDist``.
 
     Holds one blocked copy of ``points`` and the squared norms. ``sq_dist(idx)`` gives the (m, N_padded)
     distances of the points ``idx`` (m,) to every point; columns N and beyond are padding.
     """
-    xb = _blocked(points)  # (n_blocks, D, _BLOCK)
-    norms = (xb * xb).sum(1)  # (n_blocks, _BLOCK)
-
-    def sq_dist(idx: Tensor, blocks: slice = slice(None)) -> Tensor:
-        return _from_dots(_rows(xb, idx).mul(-2) @ xb[blocks], norms, idx, blocks)
-
-    return sq_dist
+    return _Euclidean(points)
 
 
-def outer_product_sq_dist(a: Tensor, h: Tensor) -> SqDist:
+def outer_product_sq_dist(a: Tensor, h: Tensor) -> BlockedSqDist:
     """Squared distances between the implicit points g_i = a_i ⊗ h_i, without building them, as a ``SqDist``.
 
     ``a`` (N, C) and ``h`` (N, D) give N points of dimension C·D (BADGE's gradient embeddings: a = softmax
@@ -56,14 +110,7 @@ def outer_product_sq_dist(a: Tensor, h: Tensor) -> SqDist:
     <g_i, g_j> = (a_i·a_j)(h_i·h_j), so one distance costs O(C + D) instead of O(C·D). Shapes as in
     ``euclidean_sq_dist``.
     """
-    ab, hb = _blocked(a), _blocked(h)  # (n_blocks, C, _BLOCK), (n_blocks, D, _BLOCK)
-    norms = (ab * ab).sum(1) * (hb * hb).sum(1)  # (n_blocks, _BLOCK): |g_i|² = |a_i|² |h_i|²
-
-    def sq_dist(idx: Tensor, blocks: slice = slice(None)) -> Tensor:
-        cross = (_rows(ab, idx).mul(-2) @ ab[blocks]).mul_(_rows(hb, idx) @ hb[blocks])  # -2 <g_j, g_i>
-        return _from_dots(cross, norms, idx, blocks)
-
-    return sq_dist
+    return _OuterProduct(a, h)
 
 
 def _blocked(x: Tensor) -> Tensor:
@@ -76,16 +123,18 @@ def _blocked(x: Tensor) -> Tensor:
     return out
 
 
-def _rows(xb: Tensor, idx: Tensor) -> Tensor:
-    """The points ``idx`` (m,) of a blocked layout, (m, D)."""
+def _rows(xb: Tensor, idx: Tensor | int) -> Tensor:
+    """The points ``idx`` (m,) of a blocked layout, (m, D); (1, D) for one int."""
+    if isinstance(idx, int):
+        return xb[idx // _BLOCK, :, idx % _BLOCK].unsqueeze(0)
     return xb[idx // _BLOCK, :, idx % _BLOCK]
 
 
-def _from_dots(dots: Tensor, norms: Tensor, idx: Tensor, blocks: slice) -> Tensor:
-    """(m, s * _BLOCK) |x_j|² + |x_i|² - 2 x_j·x_i clamped at 0, in place from the (s, m, _BLOCK) -2 x_j·x_i."""
-    # -2 is folded into the centres (exact), so that no second (m, s * _BLOCK) tensor is allocated
-    dots = dots.transpose(0, 1).reshape(len(idx), -1)  # (m, s * _BLOCK), a view when m or s is 1
-    return dots.add_(norms[blocks].flatten()).add_(norms.flatten()[idx, None]).clamp_min_(0)
+def _add_norms(dots: Tensor, norms: Tensor, idx: Tensor | int, blocks: slice) -> Tensor:
+    """(s, m, _BLOCK) |x_j|² + |x_i|² - 2 x_j·x_i clamped at 0, in place from the (s, m, _BLOCK) -2 x_j·x_i."""
+    # -2 is folded into the centres (exact), so that no second tile is allocated
+    own = norms.view(-1)[idx]
+    return dots.add_(norms[blocks].unsqueeze(1)).add_(own if isinstance(idx, int) else own.view(1, -1, 1)).clamp_min_(0)
 
 
 def kcenter_greedy(points: Tensor, labeled: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -169,7 +218,7 @@ def kmeanspp_factored(a: Tensor, h: Tensor, k: int, generator: torch.Generator, 
                  first, lambda: (a * a).sum(1) * (h * h).sum(1))
 
 
-def _farthest_first(sq_dist: SqDist, labeled: Tensor, k: int, generator: torch.Generator) -> Tensor:
+def _farthest_first(sq_dist: BlockedSqDist, labeled: Tensor, k: int, generator: torch.Generator) -> Tensor:
     """The k-center greedy loop over lazily updated blocks of the pool."""
     # ``bounds`` (n_blocks, _BLOCK) holds each point's squared distance to the nearest of the centres its
     # block has seen (-inf: padding, or not pickable). Distances to the nearest centre only shrink as
@@ -214,18 +263,24 @@ def _farthest_first(sq_dist: SqDist, labeled: Tensor, k: int, generator: torch.G
     return picks
 
 
-def _min_sq_dist(sq_dist: SqDist, centres: Tensor, b0: int, b1: int) -> Tensor:
+def _min_sq_dist(sq_dist: BlockedSqDist, centres: Tensor, b0: int, b1: int) -> Tensor:
     """((b1 - b0) * _BLOCK,) squared distance of blocks b0..b1-1 to their nearest centre, in tiles of ~_TILE."""
     per_tile = max(1, _TILE // _BLOCK)
     m = min(len(centres), per_tile)  # centres per tile
     step = max(1, per_tile // m)  # blocks per tile
-    return torch.cat([
-        reduce(torch.minimum, [sq_dist(centres[c:c + m], slice(s, min(s + step, b1))).amin(0)
-                               for c in range(0, len(centres), m)])
-        for s in range(b0, b1, step)])
+    out = sq_dist.norms.new_empty(b1 - b0, _BLOCK)
+    for s in range(b0, b1, step):
+        nearest = out[s - b0:min(s + step, b1) - b0]  # (blocks of this tile, _BLOCK)
+        for c in range(0, len(centres), m):
+            tile = sq_dist.tile(centres[c:c + m], slice(s, min(s + step, b1)))  # (s, m, _BLOCK)
+            if c == 0:
+                torch.amin(tile, 1, out=nearest)
+            else:
+                torch.minimum(nearest, tile.amin(1), out=nearest)
+    return out.view(-1)
 
 
-def _seed(make_sq_dist: Callable[..., SqDist], tensors: tuple[Tensor, ...], n: int, k: int,
+def _seed(make_sq_dist: Callable[..., BlockedSqDist], tensors: tuple[Tensor, ...], n: int, k: int,
           generator: torch.Generator, candidates: Tensor | None, uniforms: Tensor | None,
           first: str, sq_norms: Callable[[], Tensor]) -> Tensor:
     """Checks the k-means++ arguments, then runs ``_d2_sampling`` on ``make_sq_dist(*tensors)``;
@@ -251,28 +306,36 @@ def _seed(make_sq_dist: Callable[..., SqDist], tensors: tuple[Tensor, ...], n: i
     return picks.clone()
 
 
-def _d2_sampling(sq_dist: SqDist, open_: Tensor, uniforms: Tensor, first: int | None = None) -> Tensor:
+def _d2_sampling(sq_dist: BlockedSqDist, open_: Tensor, uniforms: Tensor, first: int | None = None) -> Tensor:
     """The k-means++ loop: one D²-weighted draw per uniform among the points still ``open_`` (padded N,);
     the first pick is ``first`` when given (its uniform is then unused)."""
+    # Per pick: the distances to the newest centre (one pass over the blocked pool, written in place into
+    # the scratch tile), the min-update, one float64 cumsum into a kept buffer, a binary search. The
+    # weights are kept in the points' dtype: they are minima of distances in that dtype (or 1), so the
+    # float64 cumsum sees the same values as it would from a float64 copy.
     k = len(uniforms)
-    picks = torch.empty(k, dtype=torch.long, device=open_.device)
+    picks = []
     open_ = open_.clone()
-    weights = open_.to(torch.float64)  # uniform first draw, then D² to the nearest centre; 0 if not open
+    weights = open_.to(sq_dist.norms.dtype)  # uniform first draw, then D² to the nearest centre; 0 if not open
+    cum = torch.empty(len(open_), dtype=torch.float64, device=open_.device)
     for t, u in enumerate(uniforms.tolist()):
-        cum = weights.cumsum(0, dtype=torch.float64)
+        torch.cumsum(weights, 0, dtype=torch.float64, out=cum)
         total = float(cum[-1])
         if total <= 0:  # every remaining D² is 0: uniform among the remaining candidates
-            cum = open_.cumsum(0, dtype=torch.float64)
+            torch.cumsum(open_, 0, dtype=torch.float64, out=cum)
             total = float(cum[-1])
         # first i with cum_i > u·total: weight-0 points are never drawn, and u < 1 keeps it in range
         j = first if t == 0 and first is not None else int(torch.searchsorted(cum, u * total, right=True))
-        picks[t] = j
+        picks.append(j)
         open_[j] = False
         if t + 1 < k:
-            d2 = sq_dist(picks[t:t + 1])[0]  # (padded N,)
-            weights = d2.masked_fill_(~open_, 0) if t == 0 else torch.minimum(weights, d2, out=weights)
+            d2 = sq_dist.tile(j).view(-1)  # (padded N,), in the scratch tile
+            if t == 0:
+                weights = d2.masked_fill(~open_, 0)
+            else:
+                torch.minimum(weights, d2, out=weights)
             weights[j] = 0
-    return picks
+    return torch.tensor(picks, dtype=torch.long, device=open_.device)
 
 
 def _check_points(name: str, x: Tensor) -> int:
