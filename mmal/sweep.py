@@ -10,15 +10,24 @@ own data can show (a split with one class for one seed) is still checked when th
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mmal.checkpoint import resumable_state
 from mmal.errors import ConfigError
 from mmal.experiment import build_components, build_data, model_builder
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """A job's config as its task sees it: a copy without the ``hydra`` node."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
 
 
 def check_jobs(jobs: Iterable[tuple[Hashable, DictConfig, Path]]) -> dict[Hashable, ConfigError]:

@@ -256,21 +256,18 @@ class Trainer:
     def _groups(self, slots: Sequence[_Slot]) -> list[list[_Slot]]:
         """Slots that train as one stacked model: as many rows, the same architecture, every one stackable,
         none with hooks of its own (and a trainer that allows it); every other slot alone."""
-        def architecture(slot: _Slot) -> tuple | None:
-            """What must match to stack; None for a member that trains alone."""
+        groups: list[list[_Slot]] = []
+        stackable: dict[tuple, list[_Slot]] = {}  # what must match to stack -> its group
+        for slot in slots:
             member = slot.member
             if self.alone_reason(member) is not None:
-                return None
-            return len(member.rows), [(n, p.shape) for n, p in member.model.named_parameters()]
-
-        groups: list[list[_Slot]] = []
-        for slot in slots:
-            shape = architecture(slot)
-            group = next((g for g in groups if shape is not None and architecture(g[0]) == shape), None)
-            if group is None:
                 groups.append([slot])
+                continue
+            shape = (len(member.rows), tuple((n, p.shape) for n, p in member.model.named_parameters()))
+            if shape in stackable:
+                stackable[shape].append(slot)
             else:
-                group.append(slot)
+                groups.append(stackable.setdefault(shape, [slot]))
         return groups
 
     def _fit_group(self, group: list[_Slot]) -> None:

@@ -14,7 +14,6 @@ inside the functions."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -118,6 +117,7 @@ def run_chunk(chunk: list[StackedJob], hydra_context: HydraContext, task_functio
     """Run ``chunk``'s jobs in lockstep in this process; their ``JobReturn``s, as ``hydra.core.utils.run_job``
     makes them (status, return value or error, configs)."""
     from mmal.lockstep import LockstepRun, run_in_lockstep
+    from mmal.sweep import task_config
     from mmal.train import Job, job_cycles
     from mmal.training import resolve_device
 
@@ -127,7 +127,7 @@ def run_chunk(chunk: list[StackedJob], hydra_context: HydraContext, task_functio
     for stacked in chunk:  # before logging is configured: Hydra's file handler opens the first job's file
         Path(stacked.config.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
     file_format = _job_logging(chunk[0].config)
-    runs, handlers = [], []
+    runs, handlers, tasks = [], [], []
     for stacked in chunk:
         config = stacked.config
         handler = logging.FileHandler(Path(config.hydra.runtime.output_dir) / f"{config.hydra.job.name}.log",
@@ -135,14 +135,15 @@ def run_chunk(chunk: list[StackedJob], hydra_context: HydraContext, task_functio
         handler.setFormatter(file_format)
         handlers.append(handler)
         HydraConfig.instance().set_config(config)
-        job = Job.of(_task_config(config), HydraConfig.get())
+        tasks.append(task_config(config))
+        job = Job.of(tasks[-1], HydraConfig.get())
         hydra_context.callbacks.on_job_start(config=config, task_function=task_function)
         runs.append(LockstepRun(job_cycles(job), stacked.key, resolve_device(stacked.device),
                                 context=lambda config=config, handler=handler: _as_job(config, handler)))
     outcomes = run_in_lockstep(runs)
     returns = []
-    for stacked, outcome, handler in zip(chunk, outcomes, handlers):
-        ret = JobReturn(overrides=stacked.overrides, cfg=_task_config(stacked.config),
+    for stacked, outcome, handler, task in zip(chunk, outcomes, handlers, tasks):
+        ret = JobReturn(overrides=stacked.overrides, cfg=task,
                         hydra_cfg=OmegaConf.masked_copy(stacked.config, "hydra"), working_dir=os.getcwd(),
                         task_name=stacked.config.hydra.job.name)
         ret.return_value = outcome
@@ -153,14 +154,7 @@ def run_chunk(chunk: list[StackedJob], hydra_context: HydraContext, task_functio
     return returns
 
 
-def _task_config(config: DictConfig) -> DictConfig:
-    task = copy.deepcopy(config)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task
-
-
-def _job_logging(config: DictConfig) -> logging.Formatter | None:
+def _job_logging(config: DictConfig) -> logging.Formatter:
     """Hydra's job logging for this process (console), without its file handler: each job writes its own file
     (``_as_job``), in the format Hydra's handler would have used."""
     configure_log(config.hydra.job_logging, config.hydra.verbose)

@@ -8,7 +8,6 @@ with its directory and error (exit status 1 when there is one). Hydra finds swee
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger("mmal")
@@ -57,7 +56,8 @@ class CheckedSweeper(BasicSweeper):
         return returns
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from mmal.sweep import check_jobs  # here, not at the top: Hydra imports every plugin module at start-up
+        # here, not at the top: Hydra imports every plugin module at start-up
+        from mmal.sweep import check_jobs, task_config
 
         loader = self.hydra_context.config_loader
         errors, jobs = {}, []  # job number -> error message; the jobs that compose
@@ -70,10 +70,7 @@ class CheckedSweeper(BasicSweeper):
             with open_dict(config):
                 config.hydra.job.num = num
             run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            task = copy.deepcopy(config)
-            with read_write(task), open_dict(task):
-                del task["hydra"]
-            jobs.append((num, task, run_dir))
+            jobs.append((num, task_config(config), run_dir))
         errors |= check_jobs(jobs)
         if errors:
             lines = [f"job {num} ({' '.join(batch[num - self._next_job])}): {errors[num]}" for num in sorted(errors)]

@@ -5,7 +5,7 @@ chosen centre. k-means++ updates it with one pass over the pool (O(N·D)) per se
 updates only the blocks of the pool that could hold its next pick (see ``_farthest_first``). No N x N
 matrix is ever built, and the kernels run on whatever device their inputs are on.
 
-The loops are written against a *squared-distance function*, ``SqDist``: ``euclidean_sq_dist`` for plain
+The loops are written against a *squared-distance object*, ``BlockedSqDist``: ``euclidean_sq_dist`` for plain
 points, ``outer_product_sq_dist`` for BADGE's implicit gradient embeddings. It stores the points in
 blocks, (n_blocks, D, _BLOCK) contiguous and zero-padded to whole blocks, because on CPU one batched
 centre-times-blocks product over that layout runs near memory bandwidth: for 200k x 128 float32 on the
@@ -21,10 +21,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-# (idx: LongTensor (m,), blocks: slice = all) -> (m, n_selected_blocks * _BLOCK): squared distances of the
-# points idx to every point of the selected blocks; columns past N are padding
-SqDist = Callable[..., Tensor]
-
 # Points per block: of the layout (2048-4096 read fastest) and of k-center's lazy updates.
 _BLOCK = 2048
 # Most elements of one (centres x points) distance tile: big enough for an efficient matrix product,
@@ -33,9 +29,10 @@ _TILE = 2**22
 
 
 class BlockedSqDist:
-    """Squared distances from some points of a blocked pool to every point of (some of) its blocks: a ``SqDist``.
+    """Squared distances from some points of a blocked pool to every point of (some of) its blocks.
 
-    ``sq_dist(idx)`` gives a fresh (m, N_padded) tensor; the kernels call ``tile`` instead, which writes the
+    ``sq_dist(idx, blocks=all)`` gives a fresh (m, n_selected_blocks * _BLOCK) tensor (columns past N are
+    padding); the kernels call ``tile`` instead, which writes the
     (s, m, _BLOCK) distances into a scratch buffer kept by this object and reused by the next ``tile``, so
     a selection allocates no pool-sized or tile-sized temporaries per pick (a process that queries hundreds
     of times keeps a flat memory profile: the allocator is not handed hundreds of 16 MB blocks to lose).
@@ -94,7 +91,7 @@ class _OuterProduct(BlockedSqDist):
 
 
 def euclidean_sq_dist(points: Tensor) -> BlockedSqDist:
-    """Squared Euclidean distances between rows of ``points`` (N, D), as a ``SqDist``.
+    """Squared Euclidean distances between rows of ``points`` (N, D), as a ``BlockedSqDist``.
 
     Holds one blocked copy of ``points`` and the squared norms. ``sq_dist(idx)`` gives the (m, N_padded)
     distances of the points ``idx`` (m,) to every point; columns N and beyond are padding.
@@ -103,7 +100,7 @@ def euclidean_sq_dist(points: Tensor) -> BlockedSqDist:
 
 
 def outer_product_sq_dist(a: Tensor, h: Tensor) -> BlockedSqDist:
-    """Squared distances between the implicit points g_i = a_i ⊗ h_i, without building them, as a ``SqDist``.
+    """Squared distances between the implicit points g_i = a_i ⊗ h_i, without building them, as a ``BlockedSqDist``.
 
     ``a`` (N, C) and ``h`` (N, D) give N points of dimension C·D (BADGE's gradient embeddings: a = softmax
     probabilities minus the one-hot predicted class, h = penultimate embedding). Uses
