@@ -78,7 +78,7 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     ax.grid(alpha=0.3)
     ax.legend()
     paths = [Path(run_dir) / "learning_curve.png"]
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
     fig.savefig(paths[0], dpi=120)
     plt.close(fig)
 
@@ -129,7 +129,7 @@ def save_plots(records: list[dict[str, Any]], ground_truth: dict[str, float], ru
     for ax in axes[1]:
         ax.set_xlabel("labeled samples")
     fig.suptitle("Modality imbalance per AL cycle, on the test rows that have each modality")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.07, top=0.91, wspace=0.22, hspace=0.22)
     paths.append(Path(run_dir) / "modality_imbalance.png")
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
@@ -152,7 +152,7 @@ def _balance_plot(plt: Any, records: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("The balancing method's state per AL cycle")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.6 / (5.5 * len(quantities)), right=0.98, bottom=0.13, top=0.84, wspace=0.3)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

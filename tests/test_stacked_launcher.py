@@ -46,14 +46,19 @@ def _metrics(sweep_dir: Path) -> dict[str, list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def joblib_sweep(tmp_path_factory) -> dict[str, list[dict]]:
+def joblib_dir(tmp_path_factory) -> Path:
     sweep_dir = tmp_path_factory.mktemp("joblib")
     _finish(_sweep(sweep_dir, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]))
-    return _metrics(sweep_dir)
+    return sweep_dir
+
+
+@pytest.fixture(scope="module")
+def joblib_sweep(joblib_dir) -> dict[str, list[dict]]:
+    return _metrics(joblib_dir)
 
 
 @pytest.mark.slow
-def test_every_job_of_a_stacked_sweep_has_the_metrics_of_the_joblib_launcher(joblib_sweep, tmp_path):
+def test_every_job_of_a_stacked_sweep_has_the_metrics_of_the_joblib_launcher(joblib_sweep, joblib_dir, tmp_path):
     output = _finish(_sweep(tmp_path, ["hydra/launcher=stacked", "hydra.launcher.n_jobs=2"]))
     assert "stacked launcher: 8 jobs in 2 process(es), 1 trainer setting(s)" in output
     assert "sweep done: 8 of 8 jobs finished, 0 failed, 0 refused" in output
@@ -61,6 +66,10 @@ def test_every_job_of_a_stacked_sweep_has_the_metrics_of_the_joblib_launcher(job
     assert sorted(stacked) == [str(i) for i in range(8)]
     assert stacked == joblib_sweep
     assert len({json.dumps(records) for records in stacked.values()}) == 8  # eight different runs
+    for job in range(8):  # the configs the sweeper composed to check them, not composed again: the same
+        for provenance in ("config.yaml", "overrides.yaml"):
+            assert ((tmp_path / str(job) / ".hydra" / provenance).read_text()
+                    == (joblib_dir / str(job) / ".hydra" / provenance).read_text())
     for job in range(8):  # each job logs to its own file, and a balanced job says its fused model trains alone
         log = (tmp_path / str(job) / "train.log").read_text()
         assert log.count("cycle 2/2") == 1 and "final acc" in log
@@ -102,3 +111,24 @@ def test_each_job_of_a_stacked_sweep_is_its_own_wandb_run(tmp_path, monkeypatch)
         runs[log_file.parent.name.rsplit("-", 1)[1]] = query["_target_"]
     assert len(runs) == 2 and len(set(runs.values())) == 2  # two runs, one per job, each with its own config
     assert not list(tmp_path.glob("wandb")) and not list((tmp_path / ".cache").glob("wandb*"))
+
+
+def test_the_launcher_runs_the_configs_the_sweeper_composed_without_composing_them_again(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.mmal_launcher.stacked_launcher import StackedLauncher
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        config = compose("config", overrides=["seed=3", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=job"],
+                         return_hydra_config=True)
+    launcher = StackedLauncher()  # no Hydra context: composing a job would fail
+    launcher.take_configs({("seed=3",): config})
+    try:
+        job = launcher._job(5, ["seed=3"])
+    finally:
+        HydraConfig.instance().cfg = None
+    assert job.config is config and job.num == 5 and job.config.hydra.job.num == 5
+    assert job.config.hydra.runtime.output_dir == str(tmp_path / "job")
+    with pytest.raises(AttributeError):  # a job the sweeper did not compose is composed here
+        launcher._job(6, ["seed=4"])

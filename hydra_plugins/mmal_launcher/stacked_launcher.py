@@ -40,6 +40,12 @@ class StackedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def take_configs(self, composed: dict[tuple[str, ...], DictConfig]) -> None:
+        """Jobs' configs as the sweeper composed them to check them (overrides -> config): ``launch`` uses them
+        rather than composing each job again (a fifth of a second each, in the parent, before any job starts)."""
+        self._composed = composed
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -67,7 +73,9 @@ class StackedLauncher(Launcher):
 
     def _job(self, num: int, overrides: Sequence[str]) -> StackedJob:
         """A job's config, composed and numbered as the joblib launcher does it, its run directory resolved."""
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        config = self._composed.pop(tuple(overrides), None)
+        if config is None:
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(config):
             config.hydra.job.id = f"{config.hydra.job.name}_{num}"
             config.hydra.job.num = num

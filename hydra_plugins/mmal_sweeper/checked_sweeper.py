@@ -17,7 +17,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger("mmal")
@@ -30,6 +30,7 @@ class CheckedSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self._next_job = 0  # the number of the batch's first job, as the launcher will number it
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         """``BasicSweeper.sweep``, except at a failed job: the basic sweeper raises its error once the job's batch
@@ -45,6 +46,8 @@ class CheckedSweeper(BasicSweeper):
             batch = self.get_job_batch()
             first = self._next_job
             self.validate_batch_is_legal(batch)
+            if hasattr(self.launcher, "take_configs"):  # the stacked launcher: no second composition per job
+                self.launcher.take_configs(self._composed)
             try:
                 returns.append(self.launcher.launch(batch, initial_job_idx=first))
             except Exception as err:  # e.g. submitit's UncompletedJobError: a Slurm job cancelled or killed
@@ -61,6 +64,7 @@ class CheckedSweeper(BasicSweeper):
 
         loader = self.hydra_context.config_loader
         errors, jobs = {}, []  # job number -> error message; the jobs that compose
+        self._composed = {}  # overrides -> the job's whole config, for a launcher that takes them
         for num, overrides in enumerate(batch, start=self._next_job):
             try:
                 config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
@@ -69,6 +73,7 @@ class CheckedSweeper(BasicSweeper):
                 continue
             with open_dict(config):
                 config.hydra.job.num = num
+            self._composed[tuple(overrides)] = config
             run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
             jobs.append((num, task_config(config), run_dir))
         errors |= check_jobs(jobs)
