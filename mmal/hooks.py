@@ -11,10 +11,16 @@ once per ``fit``, ``start(model, optimizer, total_steps)`` (reset state, set up 
 ``batch.step``), and at the start of every epoch ``start_epoch(model, epoch, rows)`` with all the fit's
 training rows as one batch (e.g. class prototypes over the labeled set). The auxiliary-head loss below is
 the first user of this seam.
+
+Stacking (``mmal.models.stacked``): a ``stackable`` hook also trains a stacked model of K members, where every
+tensor of ``out`` and ``batch`` has a leading member dimension. Members whose own hooks have equal ``key``s (the
+same class with the same settings) train in one stack; ``stacked`` gives the one hook that trains it and
+keeps each member's state in that member's own hook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,19 +47,35 @@ class TrainingHook:
 
     ``stackable``: the hook also works on a stacked model (``mmal.models.stacked``): every tensor of ``out``
     and ``batch`` then has a leading member dimension K, ``loss`` returns the sum of the members' terms and
-    ``after_backward`` treats each member's slice of a weight as that member's weight. A hook that is not
-    (the default) makes the trainer train each model alone.
+    ``after_backward`` treats each member's slice of a weight as that member's weight; ``stacked`` gives the
+    hook that does so. A hook that is not (the default) makes the trainer train each model alone.
     """
 
     stackable: ClassVar[bool] = False
+
+    def key(self) -> Hashable:
+        """What the own hooks of several members must share to train them as one stack: the class and every
+        setting that changes what the hook computes. By default the class alone; a hook with settings names
+        them (``BalanceMethod``s do)."""
+        return type(self)
+
+    def stacked(self, hooks: Sequence[TrainingHook], generators: Sequence[torch.Generator]) -> TrainingHook:
+        """The hook that trains a stacked model of ``len(hooks)`` members as ``hooks[k]`` would train member k
+        alone; ``self`` is ``hooks[0]``, every hook has its ``key``, and ``generators[k]`` is member k's random
+        generator, to draw from where the hook alone draws from the global one (it also draws member k's dropout
+        masks). Each member's state is kept in ``hooks[k]``. By default the hook itself: one that keeps no state
+        of its own."""
+        return self
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         """Called once before the first step of a ``fit``."""
 
     def passes(self, batch: Batch) -> list[Batch]:
         """The training steps of one batch, each a forward, backward and optimizer step: by default the
-        batch itself. All passes of a batch share its ``step``. A hook that overrides this trains its model
-        alone, never stacked."""
+        batch itself. All passes of a batch share its ``step``. A pass may take the rows that have a modality,
+        which differ between the members of a stack: a hook that overrides this stacks only where every training
+        row has every modality and ``trainer.modality_dropout=0`` (``Trainer.alone_reason``), and its passes of a
+        stacked batch are those of every member's batch alone."""
         return [batch]
 
     def start_epoch(self, model: nn.Module, epoch: int, rows: Batch) -> None:

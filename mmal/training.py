@@ -202,10 +202,12 @@ class Trainer:
         for a batch of 1 or 3 rows and tiny layers (``mmal.models.stacked``), where a batched product may round
         differently (equal in distribution, as with another thread count). The first member's dropout draws
         are those of the global generator seeded ``seed``, as ``fit`` does, and the global random state
-        afterwards is that after fitting the first member alone. Stacking needs every hook ``stackable``,
-        an elementwise optimizer (``STACKED_OPTIMIZERS``) and no float16 loss scaling; otherwise, and for
-        models that do not stack, each member trains alone. Raises ``DivergenceError`` when a member's
-        weights end non-finite."""
+        afterwards is that after fitting the first member alone. Stacking needs every hook ``stackable``
+        (one that makes several steps of a batch, ``passes``, also every training row with every modality and
+        no modality dropout), members' own hooks with equal keys (a balancing method with the same settings:
+        each member keeps its own hook and state), an elementwise optimizer (``STACKED_OPTIMIZERS``) and no
+        float16 loss scaling; otherwise, and for models that do not stack, each member trains alone
+        (``alone_reason``). Raises ``DivergenceError`` when a member's weights end non-finite."""
         outcome = self.fit_jobs([(members, seed)])[0]
         if isinstance(outcome, DivergenceError):
             raise outcome
@@ -246,16 +248,20 @@ class Trainer:
                     f"({', '.join(sorted(o.__name__ for o in STACKED_OPTIMIZERS))})")
         if self.precision == "16":
             return "trainer.precision=16 scales one loss for all members"
-        for hook in self.hooks:
-            if not hook.stackable or type(hook).passes is not TrainingHook.passes:
-                return f"the training hook {type(hook).__name__} does not stack"
-        if member.hooks:
-            return f"it trains with hooks of its own ({', '.join(type(hook).__name__ for hook in member.hooks)})"
+        for hook in [*self.hooks, *member.hooks]:
+            name = type(hook).__name__
+            if not hook.stackable:
+                return f"the training hook {name} does not stack"
+            if type(hook).passes is not TrainingHook.passes and (
+                    self.modality_dropout > 0 or not bool(member.data.mask[member.rows.to(self.device)].all())):
+                return (f"the training hook {name} makes its steps of a batch's rows by modality (passes), which "
+                        "stack only when every training row has every modality and trainer.modality_dropout=0")
         return unstackable_reason(member.model)
 
     def _groups(self, slots: Sequence[_Slot]) -> list[list[_Slot]]:
-        """Slots that train as one stacked model: as many rows, the same architecture, every one stackable,
-        none with hooks of its own (and a trainer that allows it); every other slot alone."""
+        """Slots that train as one stacked model: as many rows, the same architecture, own hooks with equal keys
+        (the same methods with the same settings, ``TrainingHook.key``), every one stackable (and a trainer that
+        allows it); every other slot alone."""
         groups: list[list[_Slot]] = []
         stackable: dict[tuple, list[_Slot]] = {}  # what must match to stack -> its group
         for slot in slots:
@@ -263,7 +269,8 @@ class Trainer:
             if self.alone_reason(member) is not None:
                 groups.append([slot])
                 continue
-            shape = (len(member.rows), tuple((n, p.shape) for n, p in member.model.named_parameters()))
+            shape = (len(member.rows), tuple((n, p.shape) for n, p in member.model.named_parameters()),
+                     tuple(hook.key() for hook in member.hooks))
             if shape in stackable:
                 stackable[shape].append(slot)
             else:
@@ -278,15 +285,18 @@ class Trainer:
 
         Each member's randomness derives from its own seed: its batch order, its modality dropout and its
         dropout (a model alone: the global generator, seeded; stacked: a generator of its own, seeded
-        alike, which draws the same numbers)."""
+        alike, which draws the same numbers; a hook that draws, e.g. OGM-GE's noise, draws from it too). Every hook
+        of the stack is one ``TrainingHook.stacked`` for it: the trainer's own, or the one the members' own hooks
+        (equal keys: ``_groups``) make, which keeps each member's state in its own hook."""
         together = len(group) > 1
         members = [slot.member for slot in group]
-        hooks = [*self.hooks, *members[0].hooks]  # a member with hooks of its own trains alone (_groups)
+        own = [[*self.hooks, *m.hooks] for m in members]  # hook i of every member: the trainer's, or its own
         if together:
             dropouts = [torch.Generator(device=self.device).manual_seed(slot.seed) for slot in group]
             model = stack([m.model for m in members], dropouts)
+            hooks = [same[0].stacked(same, dropouts) for same in zip(*own)]
         else:
-            model = members[0].model
+            model, hooks = members[0].model, own[0]
             torch.manual_seed(group[0].seed)  # nn.Dropout draws from the global generator (forked: fit_jobs)
         orders = [torch.Generator().manual_seed(slot.seed) for slot in group]
         drops = [torch.Generator().manual_seed(derive_seed(slot.seed, "modality_dropout")) for slot in group]

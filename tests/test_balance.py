@@ -1,5 +1,6 @@
 """Balancing methods (mmal.balance): each rule against its formula on hand-built batches, the window and the
-missing-modality cases, the fused model as the only one balanced, and the configuration refusals."""
+missing-modality cases, the fused model as the only one balanced, the configuration refusals, and the fused
+models of several jobs with one method trained as one stacked model, each bitwise as alone."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import IntermediateFusion, SharedHeadFusion
 from mmal.train import run
-from mmal.training import Member, _Slot
+from mmal.training import Member, Trainer, _Slot
 
 # Dropout off: the masked forward passes below are then the training forward's own embeddings.
 NO_DROPOUT = ["model.encoder.dropout=0", "fusion.dropout=0"]
@@ -343,3 +344,95 @@ def test_mla_needs_the_shared_head():
     with pytest.raises(ConfigError, match=r"balance='mla': trains the modalities through one shared head: use "
                                           r"fusion=shared \(fusion IntermediateFusion"):
         prepare(compose_config([*TINY, "balance=mla"]))
+
+
+def _jobs(exp, n: int = 3, rows: int = 52) -> list[tuple[MultimodalClassifier, torch.Tensor, int]]:
+    """``n`` AL runs of one config at a training: each its own initial weights, labeled rows (as many) and seed."""
+    jobs = []
+    for j in range(n):
+        torch.manual_seed(j)
+        labeled = torch.randperm(len(exp.data.pool), generator=torch.Generator().manual_seed(j))[:rows]
+        jobs.append((exp.build_model(), labeled.sort().values, 10 + j))
+    return jobs
+
+
+def _same_state(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a.keys() == b.keys() and all(x == y or math.isnan(x) and math.isnan(y)
+                                        for x, y in zip(a.values(), b.values()))
+
+
+def _stacked_and_alone(trainer: Trainer, jobs, hooks) -> tuple[list[Member], list[Member], list]:
+    """Every job's fused model trained once in one ``fit_jobs`` call and once alone (``fit_together`` of the job),
+    each with a fresh hook of its own (``hooks(j)``); the random states each left."""
+    stacked, alone = ([Member(copy.deepcopy(model), data, rows, hooks=hooks(j))
+                       for j, (model, data, rows, _) in enumerate(jobs)] for _ in range(2))
+    states = [[], [cpu for cpu, _ in trainer.fit_jobs([([member], job[-1]) for member, job in zip(stacked, jobs)])]]
+    for member, job in zip(alone, jobs):
+        trainer.fit_together([member], job[-1])
+        states[0].append(torch.get_rng_state())
+    return stacked, alone, states
+
+
+# b missing from 70 % of the rows: members' batches of 16 have it in other rows, and in an epoch's last batch of 4
+# (52 rows) a member may have none
+MISSING_B = ["pitfall=missing_modality", "pitfall.missing_rate=[0.0,0.7]"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["balance=ogm_ge", "trainer.modality_dropout=0.3"],
+    ["balance=ogm_ge", "balance.enhance=false"],
+    ["balance=ogm_ge", *MISSING_B],  # a member whose batch lacks b: not scored, not modulated, no noise drawn
+    ["balance=pmr", "model.aux_heads=true"],
+    ["balance=pmr", *MISSING_B],
+    ["balance=mla", "fusion=shared"],
+], ids=["ogm_ge+modality_dropout", "ogm", "ogm_ge+missing", "pmr+aux", "pmr+missing", "mla"])
+def test_fused_models_of_several_jobs_with_one_method_stack_bitwise_as_each_alone(overrides):
+    exp = prepare(compose_config([*TINY, "trainer.batch_size=16", *overrides]))
+    jobs = [(model, exp.data.pool, rows, seed) for model, rows, seed in _jobs(exp)]
+    hooks = lambda j: (copy.deepcopy(exp.balance),)  # noqa: E731  (a fresh hook per job and training)
+    slots = [_Slot(Member(model, data, rows, hooks=hooks(j)), seed, j, True)
+             for j, (model, data, rows, seed) in enumerate(jobs)]
+    assert [len(group) for group in exp.trainer._groups(slots)] == [3]  # one stack
+    stacked, alone, (after_alone, after_stacked) = _stacked_and_alone(exp.trainer, jobs, hooks)
+    for a, b, state_a, state_b in zip(alone, stacked, after_alone, after_stacked):
+        assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+        assert _same_state(a.hooks[0].state(), b.hooks[0].state()), (a.hooks[0].state(), b.hooks[0].state())
+        # the global random state the job goes on with: OGM-GE's noise drew from the member's own generator
+        assert torch.equal(state_a, state_b)
+    states = [member.hooks[0].state() for member in stacked]
+    assert all(not math.isnan(value) for value in states[0].values())  # the method acted, its state is the job's own
+    assert states[0] != states[1] != states[2]
+
+
+def test_members_with_other_methods_or_settings_train_apart_each_as_alone():
+    exp = prepare(compose_config([*TINY, "trainer.batch_size=16"]))
+    methods = [lambda: (OGMGE(alpha=0.3),), lambda: (OGMGE(0.3),), lambda: (OGMGE(alpha=0.8),),  # settings: the key
+               lambda: (PMR(),), lambda: (), lambda: (OGMGE(alpha=0.3, enhance=False),), lambda: (OGMGE(),)]
+    assert OGMGE(0.3).key() == OGMGE().key() == copy.deepcopy(OGMGE()).key() != OGMGE(enhance=False).key()
+    jobs = [(model, exp.data.pool, rows, seed) for model, rows, seed in _jobs(exp, len(methods))]
+    slots = [_Slot(Member(model, data, rows, hooks=methods[j]()), seed, j, True)
+             for j, (model, data, rows, seed) in enumerate(jobs)]
+    assert [[slot.job for slot in group] for group in exp.trainer._groups(slots)] == [[0, 1, 6], [2], [3], [4], [5]]
+    stacked, alone, (after_alone, after_stacked) = _stacked_and_alone(exp.trainer, jobs, lambda j: methods[j]())
+    for a, b, state_a, state_b in zip(alone, stacked, after_alone, after_stacked):
+        assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+        assert all(_same_state(h.state(), g.state()) for h, g in zip(a.hooks, b.hooks))
+        assert torch.equal(state_a, state_b)
+
+
+def test_a_model_that_does_not_stack_and_mla_where_rows_lack_a_modality_train_alone_with_their_method():
+    gated = prepare(compose_config([*TINY, "balance=ogm_ge", "fusion=gated"]))
+    jobs = [(model, gated.data.pool, rows, seed) for model, rows, seed in _jobs(gated, 2)]
+    members = [Member(model, data, rows, hooks=(OGMGE(),)) for model, data, rows, _ in jobs]
+    assert gated.trainer.alone_reason(members[0]) == "fusion.gates.0 is a linear layer with one output"
+    stacked, alone, _ = _stacked_and_alone(gated.trainer, jobs, lambda j: (OGMGE(),))
+    for a, b in zip(alone, stacked):
+        assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+        assert _same_state(a.hooks[0].state(), b.hooks[0].state())
+    # MLA's steps take each modality's rows: members stack only where every row has every modality
+    for overrides in (["pitfall=missing_modality"], ["trainer.modality_dropout=0.3"]):
+        exp = prepare(compose_config([*TINY, "balance=mla", "fusion=shared", *overrides]))
+        model, rows, _ = _jobs(exp, 1)[0]
+        assert exp.trainer.alone_reason(Member(model, exp.data.pool, rows, hooks=(MLA(),))).startswith(
+            "the training hook MLA makes its steps of a batch's rows by modality (passes)")
+    assert exp.trainer.alone_reason(Member(model, exp.data.pool, rows)) is None

@@ -41,8 +41,8 @@ def _records(run_dir):
             for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-# Two strategies (bald: MC dropout from the global generator), two seeds, a balancing method (its fused model
-# trains alone, beside the stack).
+# Two strategies (bald: MC dropout from the global generator), two seeds, a balancing method (the fused models of
+# its two runs train as one stack of their own, OGM-GE's noise from each run's own generator).
 BALD = ["query=bald", "query.mc_samples=3"]
 GRID = [["query=random", "seed=0"], [*BALD, "seed=1"], [*BALD, "seed=0", "balance=ogm_ge"],
         ["query=random", "seed=1", "balance=ogm_ge"]]

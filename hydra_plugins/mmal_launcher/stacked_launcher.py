@@ -6,9 +6,10 @@ every step training all their models whose shapes agree as one stacked model (``
 Jobs are grouped by their trainer config (jobs that train alike can stack) and the groups spread over
 ``n_jobs`` processes. Each job keeps what it has under the other launchers: its seed-derived randomness, run
 directory, ``metrics.jsonl``, log file, W&B run, resume state and outcome (bitwise the joblib launcher's
-metrics on CPU, ``tests/test_stacked_launcher.py``). A job whose models cannot stack (a balancing method with
-hooks of its own, a CNN encoder, an optimizer that does not stack) trains them alone within its process, and
-says which and why in its log. Hydra imports every module of ``hydra_plugins`` at start-up, hence mmal's imports
+metrics on CPU, ``tests/test_stacked_launcher.py``). Fused models with a balancing method stack with those of
+the other jobs with the same method and settings. A job whose models cannot stack (a CNN encoder, an optimizer
+that does not stack, MLA where a labeled row lacks a modality) trains them alone within its process, and says
+which and why in its log. Hydra imports every module of ``hydra_plugins`` at start-up, hence mmal's imports
 inside the functions."""
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ and the fused model's prediction from each modality alone."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -20,10 +22,26 @@ class BalanceMethod(TrainingHook):
     model the method cannot train (a fusion without per-modality encoders, one modality) before any work;
     ``state`` is what the method did during the last ``fit``, logged with the cycle as ``balance/<key>``.
     A method with a window sets ``window`` (``check_window``) and asks ``in_window(batch.step)``.
+
+    Every method stacks (``TrainingHook.stacked``): fused models of several runs with the same method and
+    settings train as one stacked model, each member bitwise as alone with its own hook (``tests/test_balance.py``).
+    A method's ``key`` is its class and settings. The hook that trains the stack is a copy of the first member's,
+    whose ``members`` are the members' own hooks (empty alone) and ``generators`` their random generators
+    (``(None,)`` alone: the global one); ``begin`` and ``track`` keep each member's state in its own hook.
     """
 
     name: ClassVar[str] = ""
+    stackable = True
     window: tuple[float, float] = (0.0, 1.0)
+    members: tuple[BalanceMethod, ...] = ()
+    generators: tuple[torch.Generator | None, ...] = (None,)
+
+    def stacked(self, hooks: Sequence[TrainingHook], generators: Sequence[torch.Generator]) -> BalanceMethod:
+        """A copy of this hook (its settings; ``start`` sets up its state) that keeps each member's state in the
+        member's own hook."""
+        lead = copy.copy(self)
+        lead.members, lead.generators = tuple(hooks), tuple(generators)
+        return lead
 
     def check(self, model: MultimodalClassifier) -> None:
         """Raise ``ConfigError`` when the method cannot train ``model``. By default: a method needs at least
@@ -35,19 +53,24 @@ class BalanceMethod(TrainingHook):
             raise self.refuse(model, "needs at least two modalities")
 
     def begin(self, model: MultimodalClassifier, total_steps: int, quantities: list[str]) -> None:
-        """Start a fit (from ``start``): its number of steps, its modalities, and its state, every
-        ``<quantity>/<modality>`` key with nothing tracked yet."""
+        """Start a fit (from ``start``): its number of steps, its modalities, and its state (each member's,
+        stacked), every ``<quantity>/<modality>`` key with nothing tracked yet."""
         self.steps, self.modalities = total_steps, model.modalities
-        self._sums = {f"{q}/{m}": [0.0, 0] for m in model.modalities for q in quantities}
+        for hook in self.members or (self,):
+            hook.steps, hook.modalities = total_steps, model.modalities
+            hook._sums = {f"{q}/{m}": [0.0, 0] for m in model.modalities for q in quantities}
 
     def in_window(self, step: int) -> bool:
         """Whether step ``step`` of the fit lies in the method's window, ``start <= step / steps < end``."""
         return self.window[0] <= step / self.steps < self.window[1]
 
-    def track(self, key: str, value: float) -> None:
-        """Add one step's value of ``key`` (``<quantity>/<modality>``) to the fit's state."""
-        self._sums[key][0] += value
-        self._sums[key][1] += 1
+    def track(self, key: str, values: Sequence[float | None]) -> None:
+        """Add one step's value of ``key`` (``<quantity>/<modality>``) to the fit's state: one value per member
+        (alone: one), None for a member that has none this step."""
+        for hook, value in zip(self.members or (self,), values):
+            if value is not None:
+                hook._sums[key][0] += value
+                hook._sums[key][1] += 1
 
     def state(self) -> dict[str, float]:
         """The method's own state over the last ``fit``: the mean of each ``<quantity>/<modality>`` over the
@@ -69,10 +92,10 @@ def check_window(start: float, end: float) -> tuple[float, float]:
 
 @torch.no_grad()
 def modality_logits(model: MultimodalClassifier, out: ModelOutput, mask: Tensor) -> Tensor:
-    """(M, B, C): the fused model's logits from each modality alone, every other modality masked, computed
-    from the embeddings of the training step's own forward pass (``out``; the encoders do not run again).
-    The fusion runs in eval mode, so it draws no dropout masks and the training's random stream is that of
-    plain training. A row without modality m gets the fusion's output with nothing present."""
+    """(M, B, C), stacked (M, K, B, C): the fused model's logits from each modality alone, every other modality
+    masked, computed from the embeddings of the training step's own forward pass (``out``; the encoders do not
+    run again). The fusion runs in eval mode, so it draws no dropout masks and the training's random stream is
+    that of plain training. A row without modality m gets the fusion's output with nothing present."""
     fusion, was_training = model.fusion, model.fusion.training
     embeddings = [e.detach().float() for e in out.embeddings]  # float: under autocast they may be bfloat16
     fusion.eval()

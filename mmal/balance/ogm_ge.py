@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,11 @@ class OGMGE(BalanceMethod):
 
     ``state()``: per modality, the mean ratio over the fit's steps (``ogm_ratio/<m>``) and the mean
     coefficient applied over the window's steps (``ogm_coeff/<m>``, 1 = not slowed).
+
+    Stacked (``BalanceMethod``), each member as alone: its scores, ratios and coefficients are its row of
+    (K, M), its noise is drawn from its own generator (the one of its dropout masks, where alone both come from
+    the global generator) in the order of its draws alone, and a member that did not score m keeps m's
+    gradients. The step's values reach the host in one transfer (alone: one ``.item()`` per value before).
     """
 
     name = "ogm_ge"
@@ -62,38 +68,60 @@ class OGMGE(BalanceMethod):
         self.enhance = bool(enhance)
         self._weights: list[list[nn.Parameter]] = []
 
+    def key(self) -> Hashable:
+        return type(self), self.alpha, self.window, self.enhance
+
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         self.begin(model, total_steps, ["ogm_ratio", "ogm_coeff"])
-        self._weights = [[p for p in encoder.parameters() if p.dim() >= 2] for encoder in model.encoders]
+        matrix = 3 if self.members else 2  # a weight with two dimensions or more; stacked, after the member one
+        self._weights = [[p for p in encoder.parameters() if p.dim() >= matrix] for encoder in model.encoders]
 
     def coefficients(self, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """Ratios and coefficients (M,) from the scores (M,); NaN for an unscored modality (ratio NaN,
-        coefficient 1)."""
-        ratios = scores / scores.nan_to_num(math.inf).min()
+        """Ratios and coefficients (..., M) from the scores (..., M), stacked one row per member; NaN for an
+        unscored modality (ratio NaN, coefficient 1)."""
+        ratios = scores / scores.nan_to_num(math.inf).amin(-1, keepdim=True)
+        # tanh is the one inexact operation of a row: on the (AVX2) development build it gives every float32 in
+        # [1e-3, 9] bitwise whether the vectorised or the scalar loop computes it, so K rows equal K calls
         slowed = 1 - torch.tanh(self.alpha * ratios.relu())
         return ratios, torch.where(ratios > 1, slowed, torch.ones_like(ratios))
 
     def after_backward(self, model: nn.Module, out: ModelOutput, batch: Batch) -> None:
-        logits = modality_logits(model, out, batch.mask)  # (M, B, C)
-        truth = logits.softmax(-1).gather(-1, batch.y.expand(len(logits), -1)[..., None])[..., 0]  # (M, B)
-        present = batch.mask.T.float()  # (M, B)
-        scores = (truth * present).sum(1) / present.sum(1)  # NaN where m is absent from the batch
+        logits = modality_logits(model, out, batch.mask)  # (M, [K,] B, C)
+        truth = logits.softmax(-1).gather(-1, batch.y.expand(len(logits), *batch.y.shape)[..., None])[..., 0]
+        present = batch.mask.movedim(-1, 0).float()  # (M, [K,] B)
+        scores = ((truth * present).sum(-1) / present.sum(-1)).movedim(0, -1)  # ([K,] M); NaN: m absent from the batch
         ratios, coeffs = self.coefficients(scores)
         in_window = self.in_window(batch.step)
-        for i, m in enumerate(self.modalities):
-            if torch.isnan(scores[i]):
+        stacked = bool(self.members)
+        # Each weight's standard deviation per member, of the unmodulated gradient (row by row: bitwise the
+        # member's own), and everything the state needs in one transfer: one device sync per step.
+        noisy = in_window and self.enhance
+        weights = [p for group in self._weights for p in group if p.grad is not None] if noisy else []
+        stds = [p.grad.flatten(int(stacked)).std(-1) for p in weights]
+        values = torch.cat([t.reshape(-1) for t in (scores, ratios, coeffs, *stds)]).tolist()
+        k, m = len(self.generators), len(self.modalities)
+        scores_, ratios_, coeffs_ = (values[j * k * m:(j + 1) * k * m] for j in range(3))
+        std_of = {id(p): values[3 * k * m + j * k:3 * k * m + (j + 1) * k] for j, p in enumerate(weights)}
+        for i, modality in enumerate(self.modalities):
+            scored = [not math.isnan(scores_[j * m + i]) for j in range(k)]
+            self.track(f"ogm_ratio/{modality}", [ratios_[j * m + i] if scored[j] else None for j in range(k)])
+            if not in_window or not any(scored):
                 continue
-            self.track(f"ogm_ratio/{m}", ratios[i].item())
-            if not in_window:
-                continue
-            coeff = coeffs[i].item()
-            self.track(f"ogm_coeff/{m}", coeff)
+            self.track(f"ogm_coeff/{modality}", [coeffs_[j * m + i] if scored[j] else None for j in range(k)])
+            coeff = coeffs[..., i]  # 1 for a member that did not score m
             for p in self._weights[i]:
                 if p.grad is None:
                     continue
+                scale = coeff.view(-1, *[1] * (p.dim() - 1)) if stacked else coeff
                 if self.enhance:
-                    noise = torch.zeros_like(p.grad).normal_(0, p.grad.std().item() + 1e-8)
-                    p.grad = p.grad * coeff + noise
+                    noise = torch.zeros_like(p.grad)
+                    for member, generator, std, on in zip(noise if stacked else [noise], self.generators,
+                                                          std_of[id(p)], scored):
+                        if on:  # member k's draws from its own generator, in the order of its draws alone
+                            member.normal_(0, std + 1e-8, generator=generator)
+                    grad = p.grad * scale + noise
                 else:
-                    p.grad.mul_(coeff)
-
+                    grad = p.grad * scale
+                if not all(scored):  # a member that did not score m keeps its gradient as it is
+                    grad = torch.where(torch.tensor(scored, device=grad.device).view_as(scale), grad, p.grad)
+                p.grad = grad
