@@ -165,7 +165,7 @@ def main() -> None:
                 picks = [int(i) for i in ours()]
                 t_ref, ref_picks = timed(reference) if reference else (None, None)
                 same = None if ref_picks is None else _compare(picks, ref_picks, h, labeled, name.startswith("coreset"))
-                if name.startswith("coreset"):  # the same check in float64, where near-ties do not happen
+                if same is not None and name.startswith("coreset"):  # again in float64, where near-ties do not happen
                     x64 = h.double()
                     same += "; float64: " + _compare(kcenter_greedy(x64, labeled, b, gen).tolist(),
                                                      np_kcenter(x64.numpy(), labeled.numpy(), b), h, labeled, True)
