@@ -210,3 +210,16 @@ def test_inputs_are_checked_at_the_boundary():
         kmeanspp_seeding(points, 2, _gen(0), first="norm")
     with pytest.raises(ValueError, match="h must have shape"):
         kmeanspp_factored(torch.randn(10, 2), torch.randn(9, 3), 2, _gen(0))
+
+
+def test_a_blocked_row_comes_out_contiguous_with_its_values():
+    # A strided (1, D) row sends BADGE's batched product down a path 1.5-2x slower that ignores a second
+    # thread (docs/benchmarks.md); the row must be a contiguous copy of the point.
+    points = torch.randn(5000, 7, generator=torch.Generator().manual_seed(0))
+    xb = selection._blocked(points)
+    for idx in (0, 2047, 2048, 4999):
+        row = selection._rows(xb, idx)
+        assert row.is_contiguous() and row.shape == (1, 7)
+        assert torch.equal(row[0], points[idx])
+    rows = selection._rows(xb, torch.tensor([3, 4999, 2048]))
+    assert rows.is_contiguous() and torch.equal(rows, points[[3, 4999, 2048]])
