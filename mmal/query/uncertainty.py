@@ -44,8 +44,8 @@ class LeastConfidence(ScoringStrategy):
 
 
 # Elements of the (T, columns) slab that ``mutual_information`` handles at a time: its log and product stay
-# in the last-level cache (4 MB in float32) and the T x N x C terms are read from memory once. 2**20 was
-# 1.47x the log pass on one thread and 1.60x on two, 2**18 1.53x and 1.81x (docs/benchmarks.md).
+# in the last-level cache (4 MB in float32) and the T x N x C terms are read from memory once. On one thread
+# 2**20 was 1.47x the log pass, 2**18 1.53x; on two the ratio moves with the machine's load (docs/benchmarks.md).
 _BALD_CHUNK = 2**20
 
 
