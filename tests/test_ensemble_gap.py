@@ -3,6 +3,7 @@ setting where by construction there is no neglect, and a pure-noise modality."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -16,13 +17,16 @@ import torch
 from conftest import compose_config
 from scipy import stats
 
+from mmal.experiment import prepare
 from mmal.log import read_jsonl
 from mmal.metrics.bootstrap import interval, mean_difference_interval, resample_rows
+from mmal.metrics.modality import evaluate_subsets, modality_diagnostics
 from mmal.metrics.references import ensemble_gap, ensemble_predictions
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import IntermediateFusion, LateFusion, MeanFusion
 from mmal.train import run
+from mmal.training import Member
 
 
 def _log(probs):
@@ -132,3 +136,34 @@ def test_pure_noise_modality_reads_zero_and_stays_out_of_the_ensemble(tmp_path):
     assert record["deficit_repr/d"] == 0.0
     assert record["ref_acc/a"] > 0.8 and record["ensemble_acc"] > record["ref_acc/a"]
     assert json.loads((tmp_path / "summary.json").read_text())["final/gap/ensemble"] == record["gap/ensemble"]
+
+
+def test_ensemble_membership_is_decided_on_labeled_rows_and_ignores_the_test_labels():
+    # Four modalities, d pure noise and c weak. Membership comes from a probe on each modality's input,
+    # cross-validated on the labeled rows: permuting the test labels (which puts every reference at chance on
+    # test) must leave it as it is, and only d stays out. Deciding on test accuracy would have dropped them all.
+    overrides = [*STUDY, *SMALL, "pitfall=none", "dataset.modalities={a: 16, b: 16, c: 16, d: 16}",
+                 "pitfall.noise=[0.7,0.7,2.0,60.0]"]
+    exp = prepare(compose_config(overrides))
+    data = exp.data
+    labeled = torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(0))[:120]
+    members = exp.references.members(exp.build_model(), data, labeled)
+    fused = exp.build_model()
+    exp.trainer.fit_together([Member(fused, data.pool, labeled), *members.values()], seed=1)
+
+    def measure(test_y: torch.Tensor) -> dict[str, float]:
+        shuffled = dataclasses.replace(data, test=dataclasses.replace(data.test, y=test_y))
+        evaluation = evaluate_subsets(exp.trainer, fused, shuffled.test)
+        fused_repr = modality_diagnostics(exp.trainer, fused, shuffled, labeled, evaluation)
+        return {**fused_repr, **exp.references.measure(exp.trainer, members, shuffled, evaluation, fused_repr)}
+
+    true = measure(data.test.y)
+    permuted = measure(data.test.y[torch.randperm(len(data.test.y), generator=torch.Generator().manual_seed(1))])
+    joined = {m: true[f"ensemble_member/{m}"] for m in "abcd"}
+    assert joined == {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}
+    assert {m: permuted[f"ensemble_member/{m}"] for m in "abcd"} == joined
+    assert all(permuted[f"input_cv_acc/{m}"] == true[f"input_cv_acc/{m}"] for m in "abcd")
+    # Once permuted, every reference is within min_margin of chance on test: the old rule would drop them all.
+    assert all(permuted[f"ref_acc/{m}"] - permuted[f"chance/{m}"] < 0.05 for m in "abcd")
+    assert true["input_cv_acc/a"] > 0.8 and true["input_cv_acc/d"] < 0.4
+    assert true["ensemble_acc"] > true["ref_acc/a"]  # a, b and c together beat a alone

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
@@ -90,6 +91,21 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
         warnings.simplefilter("ignore", ConvergenceWarning)  # a probe at its iteration cap still scores
         probe.fit(train_x.cpu().numpy(), train_y.cpu().numpy())
     return float(probe.score(test_x.cpu().numpy(), test_y.cpu().numpy()))
+
+
+def cross_validated_probe_accuracy(x: Tensor, y: Tensor, folds: int = 5) -> float:
+    """Mean accuracy of ``linear_probe_accuracy``'s probe over stratified folds of the rows ``x`` (n, ...)
+    with labels ``y``: ``folds`` folds, fewer when the smallest class has fewer rows (at least 2), shuffled
+    with a fixed seed so the same rows give the same number. NaN with fewer than two classes or four rows."""
+    counts = y.bincount()
+    if (counts > 0).sum() < 2 or len(y) < 4:
+        return float("nan")
+    splits = StratifiedKFold(int(min(folds, max(2, counts[counts > 0].min()))), shuffle=True, random_state=0)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the probe's iteration cap; a class with fewer rows than folds
+        scores = cross_val_score(probe, x.reshape(len(y), -1).cpu().numpy(), y.cpu().numpy(), cv=splits)
+    return float(scores.mean())
 
 
 def training_loss(probs: Tensor, y: Tensor) -> float:

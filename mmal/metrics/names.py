@@ -37,6 +37,13 @@ DEFICIT_REPR = "deficit_repr"  # representation level: (REF_REPR_ACC - REPR_ACC)
 PROBE_DIGIT = "probe_digit"  # a linear probe for m's latent digit on encoder m (synthetic data)
 SHAPLEY = "shapley"  # Shapley value of m for accuracy, averaged over the rows that have m
 
+# Whether m has anything to give, decided on the labeled rows alone, never on test (mmal.metrics.references):
+# the cross-validated accuracy of a linear probe on m's own input over the labeled rows that have m, and whether
+# it beats those rows' majority share by diagnostics.min_margin (1.0: m's reference joins the ensemble and its
+# deficits are computed; 0.0: it stays out and its deficits read 0).
+INPUT_CV_ACC = "input_cv_acc"
+ENSEMBLE_MEMBER = "ensemble_member"
+
 # Ground truth (``data.ground_truth``, no record key): best achievable accuracy from a subset of modalities,
 # bayes_key(("a",)) == "bayes_acc/a", bayes_key(("a", "b")) == "bayes_acc/a+b", and from all of them. Defined by
 # the data, which names its own ground truth (data never imports metrics).
@@ -86,6 +93,7 @@ MODALITY_DROPOUT = "modality_dropout"  # trainer.modality_dropout
 # a fusion whose logits decompose over modalities (MultimodalClassifier.masked_exact) or training with
 # modality dropout; otherwise the masked prediction is out of distribution.
 MASKED_IN_DISTRIBUTION = "masked_in_distribution"
+CPU_KERNELS = "cpu_kernels"  # the kernels torch computed with (mmal.kernels.engage), e.g. "pinned: MKL COMPATIBLE, ..."
 AUBC_METRICS = (ACC, MACRO_F1, GAP_ENSEMBLE, ENSEMBLE_ACC, GAP_NEGLECT, GAP_NEGLECT_REPR, GAP_SHAPLEY)  # summary order
 NOT_SUMMARISED = (TIME_PREFIX, QUERY_PREFIX)
 

@@ -14,14 +14,22 @@ modality masked. On the test rows:
   mean of the log-probabilities of the references of the modalities the row has (a product of experts, the
   Bayes-optimal combination for modalities independent given the class; Du et al. 2023's "uni-modal
   ensemble"). It is fair to the fused model: its members saw the same labeled rows, the same initial weights
-  and training seed, and nothing is fit on test. A reference that beats chance by less than ``min_margin``
-  stays out of the ensemble (a pure-noise modality's confident guesses would only add noise); a row with
-  none of the others takes every reference it has. Positive = joint training lost accuracy that the
-  modalities trained apart give; negative = it won some. No prediction is made from a masked input, so it
-  is in distribution for every fusion. When test rows differ in which modalities they have, the gap per
+  and training seed, and nothing is fit or decided on test. A modality without anything to give stays out of
+  the ensemble (a pure-noise modality's confident guesses would only add noise); a row with none of the others
+  takes every reference it has. Whether it has anything to give is decided on the labeled rows alone:
+  ``input_cv_acc/<m>``, the 5-fold stratified cross-validated accuracy of a linear probe (standardised
+  logistic regression, C = 1) on m's own input over the labeled rows that have m, must beat those rows'
+  majority share by ``min_margin`` (``ensemble_member/<m>``: 1 or 0). On m's input, not on the reference's
+  encoder: the reference has fit its training rows, so a probe on its embeddings separates them whatever m
+  holds (a pure-noise modality, 220 labels: 0.60 cross-validated on the reference's embeddings against a
+  majority share of 0.26; 0.25 on its input). It used to be the reference's test accuracy, a choice made
+  on the test labels. Positive = joint training lost accuracy that the modalities trained apart give;
+  negative = it won some. No prediction is made from a masked input, so it is in distribution for every
+  fusion. When test rows differ in which modalities they have, the gap per
   presence pattern is logged too (``gap/ensemble/a+b``, ``gap/ensemble/a``).
-- ``deficit/<m>`` (decision level) = (``ref_acc`` - ``masked_acc``) / (``ref_acc`` - ``chance``): how much
-  less the fused model's decision gets from m alone than m's reference. ``masked_acc`` is the fused model
+- ``deficit/<m>`` (decision level) = (``ref_acc`` - ``masked_acc``) / (``ref_acc`` - ``chance``), the
+  denominator at least ``min_margin``: how much less the fused model's decision gets from m alone than m's
+  reference. ``masked_acc`` is the fused model
   with every other modality masked. It is exact, a term of the fused decision, only where the logits
   decompose over modalities (``MultimodalClassifier.masked_exact``: ``late`` and ``shared`` fusion, a linear
   head over concatenated or summed embeddings, OGM-GE's decomposition); for an MLP head it is the head on
@@ -34,10 +42,10 @@ modality masked. On the test rows:
   aux heads, 220 labels: ``head_acc/b`` 0.48 against ``ref_acc/b`` 0.45).
 - ``deficit_repr/<m>`` (representation level) = (``ref_repr_acc`` - ``repr_acc``) /
   (``ref_repr_acc`` - ``chance``), the denominator at least ``min_margin``.
-- Both deficits are 0 for a modality whose reference beats chance by less than ``min_margin``: a modality
-  with nothing to give cannot be neglected. Dividing by the reference's margin over chance makes modalities
-  of different informativeness comparable: 0 = the fused model does with m what m alone allows, 1 = nothing
-  (chance), negative = more than the reference (joint training helped m).
+- Both deficits are 0 for a modality that stays out of the ensemble (``ensemble_member/<m>`` 0): a modality
+  with nothing to give cannot be neglected. Dividing by the reference's margin over chance (at least
+  ``min_margin``) makes modalities of different informativeness comparable: 0 = the fused model does with m
+  what m alone allows, 1 = nothing (chance), negative = more than the reference (joint training helped m).
 - ``gap/neglect`` = the largest ``deficit`` over modalities; ``gap/neglect_repr`` the same at the
   representation level. A maximum of noisy numbers is biased upwards: under the symmetric control
   (``pitfall=none``, random sampling, 10 seeds) its AUBC reads 0.061 (sd 0.036 over seeds) where
@@ -69,6 +77,7 @@ from mmal.metrics.bootstrap import mean_difference_interval, resample_rows
 from mmal.metrics.modality import (
     SubsetEvaluation,
     chance_accuracy,
+    cross_validated_probe_accuracy,
     linear_probe_accuracy,
     subsets,
     training_loss,
@@ -77,9 +86,11 @@ from mmal.metrics.names import (
     DEFICIT,
     DEFICIT_REPR,
     ENSEMBLE_ACC,
+    ENSEMBLE_MEMBER,
     GAP_ENSEMBLE,
     GAP_NEGLECT,
     GAP_NEGLECT_REPR,
+    INPUT_CV_ACC,
     REF_ACC,
     REF_REPR_ACC,
     REF_TRAIN_LOSS,
@@ -100,7 +111,9 @@ class References:
     Args:
         every: train references at cycle 0, every ``every`` cycles and at the last cycle; 0 = never (no
             ``ref_acc``, ``deficit`` or ``gap/neglect`` is logged).
-        min_margin: a modality whose ``ref_acc`` beats ``chance`` by less counts as uninformative (deficit 0).
+        min_margin: a modality whose input probe, cross-validated on the labeled rows, beats their majority
+            share by less counts as uninformative (out of the ensemble, deficit 0); also the smallest
+            denominator of a deficit.
     """
 
     every: int = 1
@@ -129,8 +142,9 @@ class References:
 
     def measure(self, trainer: Trainer, members: dict[str, Member], data: MultimodalDataset,
                 fused: SubsetEvaluation, fused_repr: dict[str, float]) -> dict[str, float]:
-        """Every reference number of one cycle (module docstring): ``ref_acc/<m>``, ``ref_repr_acc/<m>``,
-        ``deficit/<m>``, ``deficit_repr/<m>``, ``ensemble_acc``, ``gap/ensemble`` (and per presence pattern),
+        """Every reference number of one cycle (module docstring): ``input_cv_acc/<m>``,
+        ``ensemble_member/<m>``, ``ref_acc/<m>``, ``ref_repr_acc/<m>``, ``deficit/<m>``, ``deficit_repr/<m>``,
+        ``ensemble_acc``, ``gap/ensemble`` (and per presence pattern),
         ``gap/neglect``, ``gap/neglect_repr``, and the 95 % paired-bootstrap interval of each ``deficit/<m>``
         and ``gap/ensemble`` (``ci_lo/<key>``, ``ci_hi/<key>``). ``members``: the trained references;
         ``fused``: the fused model's test evaluation (``evaluate_subsets``); ``fused_repr``: its probes'
@@ -139,33 +153,36 @@ class References:
         index = {s: k for k, s in enumerate(subsets(len(data.modalities)))}
         out: dict[str, float] = {}
         log_probs: list[Tensor | None] = []  # per modality: the reference's test log-probabilities
-        usable: list[bool] = []  # per modality: beats chance by min_margin, so it joins the ensemble
+        usable: list[bool] = []  # per modality: informative on the labeled rows, so it joins the ensemble
         for i, m in enumerate(data.modalities):
             member, on_test = members.get(m), present[:, i]
             deficit, deficit_repr = per_modality(DEFICIT, m), per_modality(DEFICIT_REPR, m)
             if member is None:
                 for key in (per_modality(REF_ACC, m), per_modality(REF_REPR_ACC, m), per_modality(REF_TRAIN_LOSS, m),
-                            deficit, deficit_repr, ci_lo(deficit), ci_hi(deficit)):
+                            per_modality(INPUT_CV_ACC, m), deficit, deficit_repr, ci_lo(deficit), ci_hi(deficit)):
                     out[key] = float("nan")
+                out[per_modality(ENSEMBLE_MEMBER, m)] = 0.0
                 log_probs.append(None)
                 usable.append(False)
                 continue
+            train_y = member.data.y[member.rows]
+            cv = cross_validated_probe_accuracy(member.data.x[m][member.rows], train_y)
+            usable.append(bool(cv - chance_accuracy(train_y) >= self.min_margin))  # False for NaN
+            out[per_modality(INPUT_CV_ACC, m)], out[per_modality(ENSEMBLE_MEMBER, m)] = cv, float(usable[-1])
             train = trainer.predict(member.model, member.data, member.rows)
             tested = trainer.predict(member.model, test.only(i))
             y = test.y[on_test]
             ref_correct = tested.probs.argmax(1) == test.y  # (N,), meaningful on the rows that have m
             ref, chance = ref_correct[on_test].float().mean().item(), chance_accuracy(y)
-            ref_repr = linear_probe_accuracy(train.embeddings[i], member.data.y[member.rows],
-                                             tested.embeddings[i][on_test], y)
+            ref_repr = linear_probe_accuracy(train.embeddings[i], train_y, tested.embeddings[i][on_test], y)
             out[per_modality(REF_ACC, m)], out[per_modality(REF_REPR_ACC, m)] = ref, ref_repr
-            out[per_modality(REF_TRAIN_LOSS, m)] = training_loss(train.probs, member.data.y[member.rows])
+            out[per_modality(REF_TRAIN_LOSS, m)] = training_loss(train.probs, train_y)
             log_probs.append(tested.probs.clamp_min(_TINY).log())
-            usable.append(ref - chance >= self.min_margin)
             if not usable[-1]:  # a modality with nothing to give cannot be neglected
                 out[deficit] = out[deficit_repr] = out[ci_lo(deficit)] = out[ci_hi(deficit)] = 0.0
                 continue
             own = fused.correct[index[(i,)]][on_test]  # the fused model with only m present
-            margin = ref - chance
+            margin = max(ref - chance, self.min_margin)  # a reference at chance on test: no division by ~0
             out[deficit] = (ref - own.float().mean().item()) / margin
             out[deficit_repr] = (ref_repr - fused_repr[per_modality(REPR_ACC, m)]) / max(ref_repr - chance,
                                                                                         self.min_margin)
