@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmal import kernels
 from mmal.balance import BalanceMethod
 from mmal.checkpoint import ALState, save_state
 from mmal.data.multimodal import MultimodalData, MultimodalDataset
@@ -195,6 +196,7 @@ def active_learning(
     summary = summarise(records, data.ground_truth)
     summary[names.MODALITY_DROPOUT] = trainer.modality_dropout
     summary[names.MASKED_IN_DISTRIBUTION] = model.masked_exact or trainer.modality_dropout > 0
+    summary[names.CPU_KERNELS] = kernels.engage()
     save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
     save_state(run_log.run_dir, dataclasses.replace(state, summary=summary))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmal import kernels
 from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
@@ -176,7 +177,9 @@ class Trainer:
         self.num_threads = None if num_threads is None else check_int("trainer.num_threads", num_threads, 1)
 
     def use_threads(self) -> None:
-        """Give PyTorch ``num_threads`` CPU threads (a process-wide setting; nothing when None)."""
+        """Give PyTorch ``num_threads`` CPU threads (a process-wide setting; nothing when None) and its pinned
+        kernels (``mmal.kernels.engage``)."""
+        kernels.engage()
         if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
             torch.set_num_threads(self.num_threads)
 
