@@ -68,7 +68,8 @@ def engage() -> str:
     if pinning():
         torch.backends.mkldnn.enabled = False
     aten, branch = torch.backends.cpu.get_cpu_capability(), _mkl_branch(torch)
-    took = branch == "COMPATIBLE" and aten in ("AVX2", "DEFAULT")
+    # ATen runs its plain kernels on a CPU without AVX2 (then they are the pinned ones), and AVX2 elsewhere.
+    took = branch == "COMPATIBLE" and aten == ("AVX2" if torch.cpu._is_avx2_supported() else "DEFAULT")
     state = "native" if not pinning() else "pinned" if took else "NOT pinned (torch started before mmal)"
     if state.startswith("NOT"):
         logging.getLogger("mmal").warning("CPU kernels %s: MKL %s, ATen %s; import mmal before torch for the "
