@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mmal.loop import Cycles, Training
-from mmal.training import DivergenceError, RngState, _rng_state, _set_rng_state
+from mmal.training import DivergenceError, RngState, Trainer, _rng_state, _set_rng_state, _Slot
 
 log = logging.getLogger("mmal")
 
@@ -31,12 +31,14 @@ log = logging.getLogger("mmal")
 class LockstepRun:
     """One run for ``run_in_lockstep``: its cycles and a key. Runs whose keys are equal train together, so
     their trainers must train alike (the same settings: the key of a run's trainer config does). ``context``
-    (optional) is entered whenever the run's own code runs, e.g. to send its log lines to its own file."""
+    (optional) is entered whenever the run's own code runs, e.g. to send its log lines to its own file;
+    ``name`` (optional) names the run in its log lines (several runs share the console)."""
 
     cycles: Cycles
     key: Hashable
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    name: str = ""
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _State:
     rng: RngState
     training: Training | None = None  # what it waits for; None once it has ended
     outcome: Any = None  # what its cycles returned, or the exception that ended them
+    said: set[tuple[str, str]] = field(default_factory=set)  # (model, kind of reason) logged as alone
 
 
 def run_in_lockstep(runs: list[LockstepRun]) -> list[Any]:
@@ -55,7 +58,6 @@ def run_in_lockstep(runs: list[LockstepRun]) -> list[Any]:
     states = [_State(run, start) for run in runs]
     for state in states:
         _advance(state, device, lambda cycles: next(cycles))
-        _say_what_trains_alone(state)
     while True:
         waiting = [s for s in states if s.training is not None]
         if not waiting:
@@ -63,6 +65,7 @@ def run_in_lockstep(runs: list[LockstepRun]) -> list[Any]:
         for key in dict.fromkeys(s.run.key for s in waiting):  # one stacked training per trainer setting
             group = [s for s in waiting if s.run.key == key]
             trainer = group[0].training.trainer
+            _say_what_trains_alone(group, trainer)
             began = time.perf_counter()
             outcomes = trainer.fit_jobs([(s.training.members, s.training.seed) for s in group])
             seconds = time.perf_counter() - began  # fit_jobs ends on the weights' check: synchronised
@@ -77,16 +80,35 @@ def run_in_lockstep(runs: list[LockstepRun]) -> list[Any]:
     return [s.outcome for s in states]
 
 
-def _say_what_trains_alone(state: _State) -> None:
-    """Log, in the run's context, which of its first training's models will not stack, and why."""
-    if state.training is None:
-        return
-    trainer = state.training.trainer
-    alone = [f"{member.label.removesuffix(': ') or 'the fused model'}: {reason}" for member in state.training.members
-             if (reason := trainer.alone_reason(member)) is not None]
-    if alone:
-        with state.run.context():
-            log.info("trains alone, not stacked with the other runs' models: %s", "; ".join(alone))
+def _say_what_trains_alone(group: list[_State], trainer: Trainer) -> None:
+    """Log which models of ``group``'s trainings (about to train together, ``Trainer.fit_jobs``) fall back to
+    training alone, and why, in each run's context and naming the run, each model and reason once per run: a
+    model that does not stack (``Trainer.alone_reason``), or a unimodal reference whose rows differ from its
+    fused model's (its modality is missing from some labeled rows) and that no other model trains on as many."""
+    # The stacks fit_jobs will make (as it makes them), to tell which models end up alone.
+    slots = [_Slot(member, s.training.seed, j, k == 0) for j, s in enumerate(group)
+             for k, member in enumerate(s.training.members)]
+    alone = {id(g[0].member) for g in trainer._groups(slots) if len(g) == 1}
+    for state in group:
+        fused = state.training.members[0]
+        new: dict[str, list[str]] = {}  # reason -> the models it newly names
+        for member in state.training.members:
+            what = member.label.removesuffix(": ") or "the fused model"
+            reason = trainer.alone_reason(member)
+            kind = reason
+            if reason is None and member is not fused and id(member) in alone and len(member.rows) != len(fused.rows):
+                kind = "rows"  # once per run, though the counts change from cycle to cycle
+                reason = (f"its modality is missing from {len(fused.rows) - len(member.rows)} of the "
+                          f"{len(fused.rows)} labeled rows: it trains on {len(member.rows)} rows, the fused model "
+                          "on all of them, and no model it could stack with trains on as many")
+            if reason is not None and (what, kind) not in state.said:
+                state.said.add((what, kind))
+                new.setdefault(reason, []).append(what)
+        if new:
+            with state.run.context():
+                for reason, models in new.items():
+                    log.info("%strains alone, not stacked with other models: %s: %s",
+                             f"{state.run.name}: " if state.run.name else "", ", ".join(models), reason)
 
 
 def _advance(state: _State, device: torch.device, step: Callable[[Cycles], Training]) -> None:

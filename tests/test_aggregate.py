@@ -11,13 +11,14 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, TINY, compose_config
 from PIL import Image
 from scipy import stats
 
 from mmal.aggregate.jobs import expected_overrides, load_jobs
-from mmal.aggregate.report import write_report
+from mmal.aggregate.report import main, write_report
 from mmal.aggregate.statistics import band, cross_tables, pairwise
+from mmal.train import run
 
 
 def _job(sweep, num, overrides, summary=None, records=None, error=None):
@@ -192,6 +193,40 @@ def test_crossing_balance_with_strategies_ranks_pairs_and_finds_pairs_that_beat_
     assert (numbers.best, numbers.best_plain, numbers.best_random) == (("ogm", "margin"), ("none", "margin"),
                                                                        ("ogm", "random"))
     assert numbers.winners == [("ogm", "margin")]
+
+
+def test_crossing_a_sweep_where_a_setting_has_no_gap_ensemble_reports_what_exists(tmp_path, capsys):
+    """A real sweep: balance=none,ogm_ge x diagnostics.every=0,1. Jobs with every=0 train no references, so their
+    summaries have no gap/ensemble; crossing either key reports the numbers the other jobs have."""
+    base = [o for o in TINY if not o.startswith("diagnostics.every")]
+    gap = {}
+    for num, (balance, every) in enumerate([("none", 0), ("ogm_ge", 0), ("none", 1), ("ogm_ge", 1)]):
+        overrides = [f"balance={balance}", f"diagnostics.every={every}", "query=random", "seed=0"]
+        summary = run(compose_config([*base, "al.cycles=1", *overrides]), tmp_path / "sweep" / str(num),
+                      provenance={"overrides.yaml": yaml.safe_dump(overrides)})
+        assert ("aubc/gap_ensemble" in summary) == (every == 1)
+        gap[balance, every] = summary.get("aubc/gap_ensemble")
+
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report"), "--cross", "balance"])
+    section = capsys.readouterr().out.split("## `balance` × strategy")[1].split("## Neglect")[0]
+    settings = section.split("**Across")[0]
+    assert settings.count("| balance | random |") == 3  # accuracy for both settings, gap/ensemble for every=1
+    assert ("**diagnostics.every=0, `aubc/gap_ensemble`** (lower is better)\n\n"
+            "No job of this setting has `aubc/gap_ensemble`.") in section
+    table = section.split("**diagnostics.every=1, `aubc/gap_ensemble`**")[1].split("**")[0]
+    assert f"| none | {gap['none', 1]:.4f} (1) |" in table
+    assert f"| ogm_ge | {gap['ogm_ge', 1]:.4f} (1)<br>{gap['ogm_ge', 1] - gap['none', 1]:+.4f} ± nan |" in table
+    across = section.split("**Across the 1 settings, `aubc/gap_ensemble`**")[1]
+    assert "| none | 1 of 1 |" in across and "| ogm_ge | 1 of 1 |" in across
+
+    # Crossed with diagnostics.every itself: its every=0 row has no gap/ensemble, an empty cell.
+    text = write_report(tmp_path / "sweep", tmp_path / "by_every", cross="diagnostics.every").read_text()
+    table = text.split("**balance=ogm_ge, `aubc/gap_ensemble`**")[1].split("Best pair")[0]
+    assert f"| 0 | — |\n| 1 | {gap['ogm_ge', 1]:.4f} (1) |" in table
+    tables = cross_tables(load_jobs(tmp_path / "sweep"), "balance", 0.05, "none")
+    assert tables["diagnostics.every=0"]["aubc/gap_ensemble"] is None
+    assert tables["diagnostics.every=1"]["aubc/gap_ensemble"].means == {
+        ("none", "random"): gap["none", 1], ("ogm_ge", "random"): gap["ogm_ge", 1]}
 
 
 def _gap_sweep(sweep, gaps, extra=()):

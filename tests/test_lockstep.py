@@ -4,6 +4,7 @@ each run's metrics bitwise as running it alone; a failing run fails alone."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -75,3 +76,28 @@ def test_a_run_that_diverges_fails_alone_and_the_others_finish(tmp_path):
     assert isinstance(outcomes[1], DivergenceError) and str(outcomes[1]).startswith("cycle 0: training diverged")
     assert all(isinstance(outcomes[i], dict) and outcomes[i]["cycles"] == 2 for i in (0, 2))
     assert len(_records(tmp_path / "run0")) == 3 and not (tmp_path / "run1" / "metrics.jsonl").read_text()
+
+
+def test_every_model_that_trains_alone_is_logged_once_naming_its_run_and_why(tmp_path, caplog):
+    """Two runs that fall back for different reasons (an optimizer that does not stack; MLA with modality
+    dropout), one whose reference of b trains on other rows than its fused model from cycle 1 on (b goes missing
+    from 5 % of the rows; seed 11's initial rows all have it), and a plain run that stacks with it."""
+    jobs = {"nadam": ["trainer.optimizer._target_=torch.optim.NAdam"],
+            "mla": ["balance=mla", "fusion=shared", "trainer.modality_dropout=0.2"],
+            "missing": ["pitfall=missing_modality", "pitfall.missing_rate=[0.0,0.05]", "query=random", "seed=11"],
+            "plain": ["seed=0"]}
+    runs = [LockstepRun(active_learning(*_arguments(job, tmp_path / name)), key=name if name in ("nadam", "mla")
+                        else "plain", name=name) for name, job in jobs.items()]
+    with caplog.at_level(logging.INFO, logger="mmal"):
+        outcomes = run_in_lockstep(runs)
+    assert all(isinstance(outcome, dict) for outcome in outcomes)
+    alone = [r.getMessage() for r in caplog.records if "trains alone" in r.getMessage()]
+    prefix = "trains alone, not stacked with other models: "
+    assert alone == [
+        f"nadam: {prefix}the fused model, the unimodal reference of a, the unimodal reference of b: the optimizer "
+        "NAdam is not one that stacks (Adagrad, Adam, AdamW, RMSprop, SGD)",
+        f"mla: {prefix}the fused model: the training hook MLA makes its steps of a batch's rows by modality "
+        "(passes), which stack only when every training row has every modality and trainer.modality_dropout=0",
+        f"missing: {prefix}the unimodal reference of b: its modality is missing from 1 of the 30 labeled rows: it "
+        "trains on 29 rows, the fused model on all of them, and no model it could stack with trains on as many",
+    ]  # each once, though every cycle trains them so; the missing run's from cycle 1, its first training stacked

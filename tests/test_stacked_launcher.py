@@ -130,3 +130,21 @@ def test_the_launcher_runs_the_configs_the_sweeper_composed_without_composing_th
     assert job.config.hydra.runtime.output_dir == str(tmp_path / "job")
     with pytest.raises(AttributeError):  # a job the sweeper did not compose is composed here
         launcher._job(6, ["seed=4"])
+
+
+@pytest.mark.slow
+def test_a_stacked_job_whose_models_train_alone_says_so_in_its_own_log_naming_itself(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    short = [*(o for o in SMALL if not o.startswith(("al.cycles=", "trainer.epochs="))), "al.cycles=1",
+             "trainer.epochs=2"]
+    result = subprocess.run([sys.executable, "-m", "mmal.train", "-m", "hydra/launcher=stacked",
+                             "hydra.launcher.n_jobs=1", "seed=0,1", "trainer.optimizer._target_=torch.optim.NAdam",
+                             *short, f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    why = ("trains alone, not stacked with other models: the fused model, the unimodal reference of a, the unimodal "
+           "reference of b: the optimizer NAdam is not one that stacks")
+    for job in (0, 1):
+        log = (tmp_path / str(job) / "train.log").read_text()
+        assert log.count("trains alone") == 1, log  # once, though both cycles train them alone
+        assert f"job #{job} (seed={job} trainer.optimizer._target_=torch.optim.NAdam " in log and why in log
+        assert f"job #{1 - job} " not in log

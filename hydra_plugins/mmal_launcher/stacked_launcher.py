@@ -8,9 +8,10 @@ Jobs are grouped by their trainer config (jobs that train alike can stack) and t
 directory, ``metrics.jsonl``, log file, W&B run, resume state and outcome (bitwise the joblib launcher's
 metrics on CPU, ``tests/test_stacked_launcher.py``). Fused models with a balancing method stack with those of
 the other jobs with the same method and settings. A job whose models cannot stack (a CNN encoder, an optimizer
-that does not stack, MLA where a labeled row lacks a modality) trains them alone within its process, and says
-which and why in its log. Hydra imports every module of ``hydra_plugins`` at start-up, hence mmal's imports
-inside the functions."""
+that does not stack, MLA where a labeled row lacks a modality; a unimodal reference whose modality some labeled
+rows lack, where no other model trains on as many rows) trains them alone within its process, and says which and
+why in its log, once per model and reason, naming the job. Hydra imports every module of ``hydra_plugins`` at
+start-up, hence mmal's imports inside the functions."""
 
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ def run_chunk(chunk: list[StackedJob], hydra_context: HydraContext, task_functio
         job = Job.of(tasks[-1], HydraConfig.get())
         hydra_context.callbacks.on_job_start(config=config, task_function=task_function)
         runs.append(LockstepRun(job_cycles(job), stacked.key, resolve_device(stacked.device),
-                                context=lambda config=config, handler=handler: _as_job(config, handler)))
+                                context=lambda config=config, handler=handler: _as_job(config, handler),
+                                name=f"job #{stacked.num} ({' '.join(filter_overrides(stacked.overrides))})"))
     outcomes = run_in_lockstep(runs)
     returns = []
     for stacked, outcome, handler, task in zip(chunk, outcomes, handlers, tasks):

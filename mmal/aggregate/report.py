@@ -121,13 +121,16 @@ def focus_section(comparisons: dict[str, dict[str, dict[str, Against]]], focus: 
     return md
 
 
-def cross_section(tables: dict[str, dict[str, CrossTable]], cross: str, alpha: float, baseline: str) -> list[str]:
+def cross_section(tables: dict[str, dict[str, CrossTable | None]], cross: str, alpha: float,
+                  baseline: str) -> list[str]:
     """Markdown of ``statistics.cross_tables``: for each setting apart from ``cross`` (e.g. each pitfall), the
     values of ``cross`` (rows) against the strategies (columns) on each of ``COMPARED``. Each cell: the mean
     over seeds, the rank of the strategy within its row, and for rows other than ``baseline`` the paired
     difference against the baseline row's same strategy. Then the pairs within noise of the best pair, and
     the pairs that beat both the best strategy under the baseline and the best value of ``cross`` under
-    random sampling; and across settings, for each pair, in how many it is within noise of the best."""
+    random sampling; and across settings, for each pair, in how many it is within noise of the best. A pair
+    without the metric (e.g. ``gap/ensemble`` with ``diagnostics.every=0``) gets an empty cell, a setting where
+    no pair has it a line that says so."""
     md = ["", f"## `{cross}` × strategy", "",
           f"Rows: `{cross}`; columns: query strategies. Cell: mean AUBC over seeds (rank of the strategy within "
           f"the row, 1 = best), and below the `{baseline}` row the paired difference against `{baseline}` with the "
@@ -136,8 +139,12 @@ def cross_section(tables: dict[str, dict[str, CrossTable]], cross: str, alpha: f
     for rest, by_key in tables.items():
         for key, higher in COMPARED.items():
             table = by_key[key]
-            md += [f"**{rest}, `{key}`** ({'higher' if higher else 'lower'} is better)", "",
-                   f"| {cross} | " + " | ".join(table.strategies) + " |", "|---|" + "---|" * len(table.strategies)]
+            title = f"**{rest}, `{key}`** ({'higher' if higher else 'lower'} is better)"
+            if table is None:
+                md += [title, "", f"No job of this setting has `{key}`.", ""]
+                continue
+            md += [title, "", f"| {cross} | " + " | ".join(table.strategies) + " |",
+                   "|---|" + "---|" * len(table.strategies)]
             for value in table.values:
                 cells = []
                 for s in table.strategies:
@@ -154,9 +161,13 @@ def cross_section(tables: dict[str, dict[str, CrossTable]], cross: str, alpha: f
             md += ["", _standouts(table, baseline), ""]
     for key in COMPARED:
         counts = near_best_counts(tables, key)
+        settings = sum(by_key[key] is not None for by_key in tables.values())
+        if not settings:
+            md += [f"**Across the settings, `{key}`**: no job has it.", ""]
+            continue
         values = sorted({v for v, _ in counts}, key=lambda v: (v != baseline, v))
         strategies = sorted({s for _, s in counts})
-        md += [f"**Across the {len(tables)} settings, `{key}`**: in how many of the settings where a pair ran it is "
+        md += [f"**Across the {settings} settings, `{key}`**: in how many of the settings where a pair ran it is "
                "within noise of the setting's best pair (not significantly worse).", "",
                f"| {cross} | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
         md += [f"| {v} | " + " | ".join("{} of {}".format(*counts[(v, s)]) if (v, s) in counts else "—"

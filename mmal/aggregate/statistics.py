@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,11 +201,16 @@ class CrossTable:
     winners: list[Pair]  # significantly better than both best_plain and best_random
 
 
-def cross_table(pairs: dict[Pair, dict[str, float]], higher: bool, alpha: float, baseline: str) -> CrossTable:
-    """The ``CrossTable`` of one setting's pairs (pair -> seed -> value)."""
+def cross_table(pairs: dict[Pair, dict[str, float]], higher: bool, alpha: float, baseline: str,
+                ran: Iterable[Pair] = ()) -> CrossTable | None:
+    """The ``CrossTable`` of one setting's pairs (pair -> seed -> value); its rows and columns also hold the
+    pairs of ``ran`` (those that ran, e.g. without this metric: empty cells). None when no pair has a value."""
+    if not pairs:  # e.g. gap/ensemble where no job trained references (diagnostics.every=0)
+        return None
     means = {pair: float(np.mean(list(seeds.values()))) for pair, seeds in pairs.items()}
-    values = sorted({v for v, _ in pairs}, key=lambda v: (v != baseline, v))
-    strategies = sorted({s for _, s in pairs})
+    layout = {*pairs, *ran}
+    values = sorted({v for v, _ in layout}, key=lambda v: (v != baseline, v))
+    strategies = sorted({s for _, s in layout})
     ranks = {}
     for value in values:
         row = [s for s in strategies if (value, s) in pairs]
@@ -230,20 +236,24 @@ def cross_table(pairs: dict[Pair, dict[str, float]], higher: bool, alpha: float,
                       winners)
 
 
-def cross_tables(jobs: list[Job], cross: str, alpha: float, baseline: str) -> dict[str, dict[str, CrossTable]]:
-    """rest of the setting -> metric of ``COMPARED`` -> the values of ``cross`` against the strategies."""
+def cross_tables(jobs: list[Job], cross: str, alpha: float, baseline: str
+                 ) -> dict[str, dict[str, CrossTable | None]]:
+    """rest of the setting -> metric of ``COMPARED`` -> the values of ``cross`` against the strategies, over
+    the pairs that ran (they all have accuracy); None where no job of the setting has the metric."""
     tables = {key: crossed(jobs, cross, key) for key in COMPARED}
-    return {rest: {key: cross_table(tables[key][rest], higher, alpha, baseline) for key, higher in COMPARED.items()}
-            for rest in sorted(tables[aubc_key(ACC)])}
+    ran = tables[aubc_key(ACC)]
+    return {rest: {key: cross_table(tables[key].get(rest, {}), higher, alpha, baseline, ran[rest])
+                   for key, higher in COMPARED.items()}
+            for rest in sorted(ran)}
 
 
-def near_best_counts(tables: dict[str, dict[str, CrossTable]], key: str) -> dict[Pair, tuple[int, int]]:
-    """pair -> (in how many settings it is within noise of the setting's best pair, in how many it ran), on
-    metric ``key``: the penalty matrix of Ash et al. along two axes."""
+def near_best_counts(tables: dict[str, dict[str, CrossTable | None]], key: str) -> dict[Pair, tuple[int, int]]:
+    """pair -> (in how many settings it is within noise of the setting's best pair, in how many it has metric
+    ``key``): the penalty matrix of Ash et al. along two axes."""
     counts: dict[Pair, list[int]] = defaultdict(lambda: [0, 0])
     for by_key in tables.values():
         table = by_key[key]
-        for pair in table.means:
+        for pair in table.means if table is not None else ():
             counts[pair][0] += pair in table.near
             counts[pair][1] += 1
     return {pair: (near, ran) for pair, (near, ran) in counts.items()}
