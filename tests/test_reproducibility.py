@@ -8,6 +8,7 @@ ATen's plain kernels and -0.053 with MKL's AVX2 ones, against -0.052 pinned."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -73,3 +74,35 @@ def test_import_mmal_pins_the_kernels_and_native_leaves_the_environment_as_it_is
     # branch), and the report says so.
     late = _kernels(_env(**foreign), "import torch\ntorch.ones(2) + 1\nimport mmal")
     assert late == "NOT pinned (torch started before mmal): MKL COMPATIBLE, ATen DEFAULT"
+
+
+# Item 4 of issue 34: MLA's stacked fused models drifted from the same models trained alone on an AVX-512 Xeon
+# under MKL's own dispatch. Under the pinned kernels the computation is the same on every CPU, so what holds
+# here holds there: each process trains three MLA jobs stacked and alone (tests/test_balance.py's case) and
+# prints whether they agree bitwise and a digest of the weights.
+STACKED_AND_ALONE = """
+import hashlib, json, sys
+sys.path.insert(0, {tests!r})
+import mmal, torch, copy
+from conftest import TINY, compose_config
+from test_balance import _jobs, _stacked_and_alone
+from mmal.experiment import prepare
+exp = prepare(compose_config([*TINY, "trainer.batch_size=16", "balance=mla", "fusion=shared"]))
+jobs = [(model, exp.data.pool, rows, seed) for model, rows, seed in _jobs(exp)]
+stacked, alone, _ = _stacked_and_alone(exp.trainer, jobs, lambda j: (copy.deepcopy(exp.balance),))
+weights = [[t.numpy().tobytes() for t in m.model.state_dict().values()] for m in (*stacked, *alone)]
+print(json.dumps({{"equal": weights[:3] == weights[3:],
+                   "digest": hashlib.sha256(b"".join(b for w in weights for b in w)).hexdigest()}}))
+"""
+
+
+def test_stacked_mla_equals_mla_alone_with_the_same_weights_whatever_kernels_the_environment_picks():
+    # Unpinned (MMAL_CPU_KERNELS=native) on the AMD development machine the three settings give three digests.
+    code = STACKED_AND_ALONE.format(tests=str(ROOT / "tests"))
+    outcomes = []
+    for env in (_env(), _env(**FOREIGN_CPUS["an AVX-512 CPU"]), _env(**FOREIGN_CPUS["a CPU without AVX2"])):
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outcomes.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert all(outcome["equal"] for outcome in outcomes)
+    assert outcomes[0]["digest"] == outcomes[1]["digest"] == outcomes[2]["digest"]
