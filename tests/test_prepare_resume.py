@@ -1,8 +1,9 @@
 """mmal-prepare never writes rows whose count, labels or sources disagree with its manifest: a preparation
 stopped by a corrupt file, then resumed after each edit of the source tree its messages suggest (remove the
-file, replace it, add a file, or mark it absent), is either refused with a message that says what changed
-and what to do, nothing written being lost, or gives exactly what a fresh preparation of the edited tree
-gives. And one --out takes one preparation at a time."""
+file, replace it, add a file, or mark it absent), or after the content of a file already prepared was
+replaced, is either refused with a message that says what changed and what to do, nothing written being
+lost, or gives exactly what a fresh preparation of the edited tree gives. And one --out takes one
+preparation at a time."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ CASES = [
     ("food101", "image", "replace", "consistent"),
     ("food101", "image", "add", "refused"),  # and the image of a row written as absent appears
     ("food101", "image", "absent", "consistent"),
+    # and the file of a row already written gets other bytes (another file's): its arrays hold the old ones
+    ("cremad", "wav with frames", "overwrite written", "refused"),
+    ("food101", "image", "overwrite written", "refused"),
 ]
 
 
@@ -82,7 +86,10 @@ def test_a_resume_after_each_suggested_edit_is_refused_or_equals_a_fresh_prepara
         absent_written = next(i for i, s in enumerate(pool) if s.sources["image"] is None)
         row = next(i for i, s in enumerate(pool) if i >= absent_written + 4 and s.sources["image"])
         file, added = pool[row].sources["image"], root / "images" / "train" / "apple_pie" / pool[absent_written].name
-    good = file.read_bytes()
+    modality = "audio" if dataset == "cremad" else "image"
+    first = next(i for i, s in enumerate(pool[:4]) if s.sources[modality] is not None)  # a row of the first batch
+    written = pool[first].sources[modality]
+    good, written_bytes = file.read_bytes(), written.read_bytes()
     file.write_bytes(bytes(1000))  # zeros: a file that is there but cannot be decoded
     with pytest.raises(CorruptSource, match=file.name):
         prepare(dataset, root, out, progress=False, **options)
@@ -95,6 +102,9 @@ def test_a_resume_after_each_suggested_edit_is_refused_or_equals_a_fresh_prepara
     elif edit == "add":
         file.write_bytes(good)
         added.write_bytes(good)
+    elif edit == "overwrite written":
+        file.write_bytes(good)
+        written.write_bytes(good)
     else:
         options["on_corrupt"] = "absent"
     before = _files(out)
@@ -103,14 +113,24 @@ def test_a_resume_after_each_suggested_edit_is_refused_or_equals_a_fresh_prepara
         outcome = "consistent"
     except ConfigError as err:
         outcome = "refused"
-        assert re.search(r"--root=.*changed since the unfinished preparation in .*\.incomplete wrote the first \d+ "
-                         r"of its \d+ pool rows: pool row \d+ \(.*\) has other sources or another label .* Put the "
-                         r"files back as they were to resume, or delete .*\.incomplete to start over", str(err))
+        if edit == "overwrite written":
+            assert re.search(rf"--root=.*changed since the unfinished preparation in .*\.incomplete wrote its rows: 1 "
+                             rf"source\(s\) of rows already written hold other bytes than those rows were prepared "
+                             rf"from \(their SHA-256 differs\): pool row {first} \({pool[first].name}\): {modality} "
+                             rf"{re.escape(str(written.relative_to(root)))}\. Put the files back as they were to "
+                             r"resume, or delete .*\.incomplete to start over", str(err)), str(err)
+        else:
+            assert re.search(r"--root=.*changed since the unfinished preparation in .*\.incomplete wrote the first "
+                             r"\d+ of its \d+ pool rows: pool row \d+ \(.*\) has other sources or another label .* "
+                             r"Put the files back as they were to resume, or delete .*\.incomplete to start over",
+                             str(err))
         assert _files(out) == before  # nothing written is lost
     assert outcome == expected
-    if outcome == "refused":
+    if outcome == "refused":  # as the message says: the files as they were, and it resumes
         if edit == "remove":
-            file.write_bytes(good)  # as the message says: the files as they were, and it resumes
+            file.write_bytes(good)
+        elif edit == "overwrite written":
+            written.write_bytes(written_bytes)
         else:
             added.unlink()
         prepare(dataset, root, out, progress=False, **options)

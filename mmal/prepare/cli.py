@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     parser.add_argument("--precision", default="fp32", help="fp32 | bf16 (autocast; changes the numbers)")
     parser.add_argument("--on-corrupt", default="stop", help="stop (default): a file that cannot be decoded stops "
-                                                             "the run, naming it; absent: mark it absent")
+                                                             "the run, naming it; absent: mark it absent (a row with "
+                                                             "nothing else is left out)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local folders only
     from mmal.prepare.decode import CorruptSource  # after the environment: transformers reads it on import
@@ -59,9 +60,15 @@ def main(argv: list[str] | None = None) -> None:
               "same command to resume", file=sys.stderr)
         sys.exit(130)
     except CorruptSource as err:
-        print(f"mmal-prepare: error: {err}. The rows before it are kept in {args.out}/.incomplete: replace or "
-              "remove the file and rerun the same command to resume, or add --on-corrupt absent to mark such "
-              "files absent", file=sys.stderr)
+        # Removing the only source of a row removes the row, which can move rows already written (CREMA-D
+        # without split files draws its split from the clips there) and so be refused; --on-corrupt absent
+        # leaves that row out at the end without changing the others.
+        fix = ("replace the file with a good copy and rerun the same command to resume, or add --on-corrupt "
+               "absent to leave its row out (the file is its row's only source: do not remove it)"
+               if err.only_source else "replace or remove the file and rerun the same command to resume, or add "
+               "--on-corrupt absent to mark such files absent")
+        print(f"mmal-prepare: error: {err}. The rows before it are kept in {args.out}/.incomplete: {fix}",
+              file=sys.stderr)
         sys.exit(1)
     counts = ", ".join(f"{split} {c['rows']} rows{_missing(c)}" for split, c in manifest["splits"].items())
     print(f"prepared {manifest['dataset']}: {counts} in {args.out}")

@@ -1,5 +1,6 @@
 """Reading one source of one sample (an image, a folder of frames, a WAV file, a text) into what an
-extractor takes, with the SHA-256 of the bytes read, so the manifest can name exactly what went in.
+extractor takes, with the SHA-256 of the bytes read, so the manifest can name exactly what went in; and
+that SHA-256 alone, without decoding, so a resume can check that a source is still what was read.
 
 A file that cannot be decoded raises ``CorruptSource`` naming it; the caller decides whether that stops
 the preparation or marks the modality absent for that row (``--on-corrupt``).
@@ -23,6 +24,7 @@ class CorruptSource(Exception):
 
     def __init__(self, path: Path, reason: str):
         self.path, self.reason = path, reason
+        self.only_source = False  # set by the preparation: its row has no other source (removing it drops the row)
         super().__init__(f"{path}: {reason}")
 
 
@@ -42,14 +44,25 @@ def read_image(path: Path):
 def read_frames(folder: Path, count: int) -> tuple[list, str]:
     """``count`` frames of a clip, evenly spaced over its frame files in name order (the middle one for
     ``count=1``; repeated when the folder holds fewer), and the sha256 over their bytes in that order."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    chosen = [files[int((i + 0.5) * len(files) / count)] for i in range(count)]
     images, digest = [], hashlib.sha256()
-    for path in chosen:
+    for path in _chosen_frames(folder, count):
         image, sha = read_image(path)
         images.append(image)
         digest.update(sha.encode())
     return images, digest.hexdigest()
+
+
+def frames_digest(folder: Path, count: int) -> str:
+    """The sha256 ``read_frames`` gives, without decoding the frames."""
+    digest = hashlib.sha256()
+    for path in _chosen_frames(folder, count):
+        digest.update(file_digest(path).encode())
+    return digest.hexdigest()
+
+
+def _chosen_frames(folder: Path, count: int) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [files[int((i + 0.5) * len(files) / count)] for i in range(count)]
 
 
 def read_audio(path: Path, rate: int, seconds: float, segment: tuple[float, float] | None = None
@@ -64,8 +77,7 @@ def read_audio(path: Path, rate: int, seconds: float, segment: tuple[float, floa
         raise CorruptSource(path, f"cannot be read as a WAV file ({type(err).__name__}: {err})") from None
     if samples.size == 0:
         raise CorruptSource(path, "holds no audio samples")
-    if np.issubdtype(samples.dtype, np.integer):
-        samples = samples / float(np.iinfo(samples.dtype).max + 1)
+    samples = _unit_scale(samples)
     wave = samples.astype(np.float32)
     if wave.ndim == 2:
         wave = wave.mean(axis=1)  # channels -> mono
@@ -78,6 +90,17 @@ def read_audio(path: Path, rate: int, seconds: float, segment: tuple[float, floa
     length = round(rate * seconds)
     wave = np.tile(wave, -(-length // len(wave)))[:length]
     return np.clip(wave, -1.0, 1.0), hashlib.sha256(data).hexdigest()
+
+
+def _unit_scale(samples: np.ndarray) -> np.ndarray:
+    """PCM samples as floats in [-1, 1]: 8-bit WAV is unsigned around 128; 16- and 32-bit are signed, and SciPy
+    returns 24-bit (and other widths up to 64) left-justified in the next signed integer, so each signed width
+    divides by its dtype's half range. Float WAVs are in [-1, 1] already."""
+    if samples.dtype == np.uint8:
+        return (samples.astype(np.float32) - 128) / 128
+    if np.issubdtype(samples.dtype, np.signedinteger):
+        return samples / float(2 ** (8 * samples.dtype.itemsize - 1))
+    return samples
 
 
 def text_digest(text: str) -> str:

@@ -1,7 +1,8 @@
 """The kinds of modality ``mmal-prepare`` knows (``image``, ``frames``, ``text``, ``audio``), each an object
 that says what it needs: the backbone flag that embeds it, the options that decide its numbers, whether it
-can be stored raw, and how one of its sources is read. A layout names the kind of each of its modalities;
-the preparation asks the kind, never the kind's name. ``Options`` holds those preprocessing options.
+can be stored raw, and how one of its sources is read and checksummed. A layout names the kind of each of
+its modalities; the preparation asks the kind, never the kind's name. ``Options`` holds those preprocessing
+options.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmal.errors import ConfigError, check_int, check_number
-from mmal.prepare.decode import read_audio, read_frames, read_image, text_digest
+from mmal.prepare.decode import file_digest, frames_digest, read_audio, read_frames, read_image, text_digest
 from mmal.prepare.extractors import (
     Extractor,
     LogMel,
@@ -63,6 +64,8 @@ class Kind:
         raw: ``options -> Extractor`` of raw tensors, None when it cannot be stored raw.
         read: ``(source, segment, options, rate) -> (item, sha256 hex)``: one source (a file, a folder of
             frames, a text) as the extractor takes it; ``rate`` is the audio rate the extractor wants.
+        digest: ``(source, options) -> sha256 hex``: the checksum ``read`` gives, without decoding (raises
+            ``OSError`` when the source cannot be read).
     """
 
     name: str
@@ -72,6 +75,7 @@ class Kind:
     pretrained: Callable[[Path, str, str, bool, Options], Pretrained]
     raw: Callable[[Options], Extractor] | None
     read: Callable[[Any, tuple[float, float] | None, Options, int | None], tuple[Any, str]]
+    digest: Callable[[Any, Options], str]
 
     @property
     def flag(self) -> str:
@@ -96,16 +100,20 @@ class Kind:
 IMAGE = Kind("image", "image", (), ("image_size",),
              pretrained=lambda folder, flag, device, bf16, o: Pretrained(folder, flag, device, bf16),
              raw=lambda o: Pixels(o.image_size),
-             read=lambda path, segment, o, rate: read_image(path))
+             read=lambda path, segment, o, rate: read_image(path),
+             digest=lambda path, o: file_digest(path))
 FRAMES = Kind("frames", "image", ("frames", "fps"), ("image_size",),  # frames go through the image model
               pretrained=lambda folder, flag, device, bf16, o: PretrainedFrames(folder, flag, device, bf16),
               raw=lambda o: Pixels(o.image_size, o.frames),
-              read=lambda folder, segment, o, rate: read_frames(folder, o.frames))
+              read=lambda folder, segment, o, rate: read_frames(folder, o.frames),
+              digest=lambda folder, o: frames_digest(folder, o.frames))
 TEXT = Kind("text", "text", ("max_length",), None,
             pretrained=lambda folder, flag, device, bf16, o: PretrainedText(folder, flag, device, bf16, o.max_length),
             raw=None,
-            read=lambda text, segment, o, rate: (text, text_digest(text)))
+            read=lambda text, segment, o, rate: (text, text_digest(text)),
+            digest=lambda text, o: text_digest(text))
 AUDIO = Kind("audio", "audio", ("seconds",), ("n_mels",),
              pretrained=lambda folder, flag, device, bf16, o: PretrainedAudio(folder, flag, device, bf16),
              raw=lambda o: LogMel(o.n_mels, o.seconds),
-             read=lambda path, segment, o, rate: read_audio(path, rate, o.seconds, segment))
+             read=lambda path, segment, o, rate: read_audio(path, rate, o.seconds, segment),
+             digest=lambda path, o: file_digest(path))

@@ -3,8 +3,9 @@
 A layout function takes the folder the user downloaded (``--root``) and the preprocessing ``Options`` (it
 reads those it needs: ``fps`` picks the frame folders) and returns a ``Layout``: the class names, the
 modalities with their kind (``mmal.prepare.kinds``), and one ``Sample`` per row in the order the rows will
-be written. Nothing is decoded here: a layout only lists files, so that
-every problem with the folder itself is reported before any extraction starts.
+be written. Nothing is decoded here: a layout only lists files, so that every problem with the folder
+itself is reported before any extraction starts. Index files are UTF-8 (a byte-order mark is skipped), and
+so must be the names of the files and folders a layout lists: ``sources.csv`` names them.
 
 - **UPMC Food-101** (Wang et al., 2015; the layout of its Kaggle release, which BMMAL and mmbt read)::
 
@@ -23,8 +24,9 @@ every problem with the folder itself is reported before any extraction starts.
 
   Six emotions in OGM-GE's label order (NEU HAP SAD FEA DIS ANG), read from the clip name. Without the
   split files every clip of ``AudioWAV`` or the frame folders is split 90/10 stratified by emotion with
-  seed 0 (OGM-GE's files hold 6,698 and 744 clips). A WAV (``.wav`` in any case) or frame folder that is
-  not there is an absent modality for that clip.
+  seed 0 (OGM-GE's files hold 6,698 and 744 clips; split files that list a clip twice, in one file or in
+  both, are refused). A WAV (``.wav`` in any case) or frame folder that is not there is an absent modality
+  for that clip.
 - **AVE** (Tian et al., 2018; the release's split files plus the audio and the event-segment frames that
   PMR's ``data/AVE/mp4_to_wav.py`` and ``video_preprocessing.py`` (``extractImage_SE``) write)::
 
@@ -39,7 +41,11 @@ every problem with the folder itself is reported before any extraction starts.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import os
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +95,7 @@ def food101(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
     if not train_images.is_dir():
         raise ConfigError("--root", str(root), f"no folder {train_images}: UPMC Food-101 keeps its images in "
                                                "images/{train,test}/<class>/ (docs/datasets.md)")
-    classes = sorted(p.name for p in train_images.iterdir() if p.is_dir())
+    classes = sorted(_utf8(p, root).name for p in train_images.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise ConfigError("--root", str(root), f"{train_images} holds {len(classes)} class folders; at least 2")
     label = {c: i for i, c in enumerate(classes)}
@@ -100,18 +106,17 @@ def food101(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
             raise ConfigError("--root", str(root), f"no file {table}: UPMC Food-101 lists its {official} split as "
                                                    f"rows <image file>,<text>,<class> in texts/{official}_titles.csv")
         index_files.append(table)
-        with open(table, newline="", encoding="utf-8") as f:
-            for line, row in enumerate(csv.reader(f), start=1):
-                if line == 1 and row and not row[0].lower().endswith(IMAGE_SUFFIXES):
-                    continue  # a header row (the Kaggle copy has one: image_path,text,food)
-                if len(row) < 3 or row[-1].strip() not in label:
-                    raise ConfigError("--root", str(root), f"{table} line {line}: expected <image file>,<text>,"
-                                                           f"<class> with a class from {train_images}, got {row}")
-                name, cls = row[0].strip(), row[-1].strip()
-                text = ",".join(row[1:-1]).strip()  # a text with unquoted commas spans several fields
-                image = root / "images" / official / cls / name
-                samples.append(Sample(split, label[cls], name, {"image": image if image.is_file() else None,
-                                                                "text": text or None}))
+        for line, row in enumerate(csv.reader(io.StringIO(_text(table, root), newline="")), start=1):
+            if line == 1 and row and not row[0].lower().endswith(IMAGE_SUFFIXES):
+                continue  # a header row (the Kaggle copy has one: image_path,text,food)
+            if len(row) < 3 or row[-1].strip() not in label:
+                raise ConfigError("--root", str(root), f"{table} line {line}: expected <image file>,<text>,"
+                                                       f"<class> with a class from {train_images}, got {row}")
+            name, cls = row[0].strip(), row[-1].strip()
+            text = ",".join(row[1:-1]).strip()  # a text with unquoted commas spans several fields
+            image = root / "images" / official / cls / name
+            samples.append(Sample(split, label[cls], name, {"image": image if image.is_file() else None,
+                                                            "text": text or None}))
     used = {s.label for s in samples if s.split == "pool"}
     if unused := [c for c in classes if label[c] not in used]:
         raise ConfigError("--root", str(root), f"the class folder {train_images / unused[0]} has no row in "
@@ -139,6 +144,7 @@ def cremad(root: Path, options: Options = DEFAULT_OPTIONS) -> Layout:
             raise ConfigError("--root", str(root), f"{missing[0]} is missing: give both train.csv and test.csv "
                                                    "(OGM-GE's split) or neither (a stratified 90/10 split)")
         clips = {split: _cremad_table(t) for split, t in zip(("pool", "test"), tables)}
+        _refuse_repeated(clips, tables, root)
         notes = {"splits": "pool = train.csv, test = test.csv (OGM-GE's split files)"}
     else:
         names = sorted(set(wavs) | set(folders))  # a clip with frames but no WAV is a row with audio absent
@@ -168,6 +174,7 @@ def _wav_files(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() == ".wav":
+            _utf8(path, folder.parent)
             if path.stem in files:
                 raise ConfigError("--root", str(folder.parent), f"{files[path.stem]} and {path.name}: two WAV files "
                                                                 "of one clip; keep one")
@@ -177,21 +184,58 @@ def _wav_files(folder: Path) -> dict[str, Path]:
 
 def _frame_folders(frames: Path) -> dict[str, Path]:
     """The frame folders under ``frames`` by clip name; a folder without images counts as not there."""
-    return {p.name: p for p in sorted(frames.iterdir())
+    return {_utf8(p, frames.parent).name: p for p in sorted(frames.iterdir())
             if p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())}
+
+
+def _utf8(path: Path, root: Path) -> Path:
+    """``path``, refused when its name is not UTF-8: ``sources.csv`` (UTF-8) names every source, and a name
+    it cannot write would stop the preparation after its last row."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("--root", str(root), f"{os.fsencode(path)!r}: a name that is not UTF-8; rename it in "
+                                               "UTF-8 (e.g. `convmv -f latin1 -t utf-8 --notest <file>`)") from None
+    return path
+
+
+def _text(path: Path, root: Path) -> str:
+    """An index file's text: UTF-8, with or without a byte-order mark (spreadsheet programs write one);
+    anything else is refused, naming the line."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError("--root", str(root), f"{path} line {line}: byte {data[err.start]:#04x} is not UTF-8 text; "
+                                               f"save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name}`, "
+                                               "if it is Latin-1)") from None
 
 
 def _cremad_table(path: Path) -> list[str]:
     """The clip names of one of OGM-GE's split files (rows ``<clip>,<emotion>``), checking each label."""
     names = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if len(row) != 2 or row[1] not in CREMAD_EMOTIONS or _cremad_emotion(row[0], path) != row[1]:
-                raise ConfigError("--root", str(path.parent), f"{path} line {line}: expected <clip>,<emotion> with "
-                                                              f"the clip's own emotion from {list(CREMAD_EMOTIONS)}, "
-                                                              f"got {row}")
-            names.append(row[0])
+    for line, row in enumerate(csv.reader(io.StringIO(_text(path, path.parent), newline="")), start=1):
+        if len(row) != 2 or row[1] not in CREMAD_EMOTIONS or _cremad_emotion(row[0], path) != row[1]:
+            raise ConfigError("--root", str(path.parent), f"{path} line {line}: expected <clip>,<emotion> with the "
+                                                          f"clip's own emotion from {list(CREMAD_EMOTIONS)}, got {row}")
+        names.append(row[0])
     return names
+
+
+def _refuse_repeated(clips: dict[str, list[str]], tables: list[Path], root: Path) -> None:
+    """Refuse split files that list a clip more than once: in both, its test row would be in the pool too;
+    twice in one, it would be two rows."""
+    lines = defaultdict(list)  # clip -> "<file> line <n>" of each of its rows
+    for names, table in zip(clips.values(), tables):
+        for line, name in enumerate(names, start=1):
+            lines[name].append(f"{table.name} line {line}")
+    if repeated := [f"{name} ({', '.join(where)})" for name, where in lines.items() if len(where) > 1]:
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise ConfigError("--root", str(root), f"clips listed more than once in {tables[0].name} and "
+                                               f"{tables[1].name} (a clip in both would put a test row in the "
+                                               f"pool): {'; '.join(repeated[:5])}{more}. List each clip once, in "
+                                               "one of the two files")
 
 
 def _cremad_emotion(name: str, path: Path) -> str:
@@ -239,7 +283,7 @@ def _ave_table(path: Path) -> list[tuple[str, str, float, float]]:
         raise ConfigError("--root", str(path.parent), f"no file {path}: AVE lists its splits in trainSet.txt, "
                                                       "valSet.txt and testSet.txt")
     rows = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(_text(path, path.parent).splitlines(), start=1):
         fields = text.strip().split("&")
         if not text.strip() or (line == 1 and fields[0] == "Category"):
             continue

@@ -4,10 +4,11 @@ manifest that records every input and setting (docs/datasets.md).
 Rows are processed in batches in the layout's order: each batch's sources are read (in threads: image
 decoding dominates on a GPU machine), each modality's present rows go through its extractor, and the
 batch is committed (``mmal.prepare.store``) before the next starts, so a stopped run resumes where it
-stopped. A source that is not there is an absent modality for its row (mask False, zeros in the array);
-a source that is there but cannot be decoded stops the run with its path (``on_corrupt="stop"``) or is
-treated as absent too (``on_corrupt="absent"``). Rows with no modality at all are left out and named in
-the manifest.
+stopped; a resume first checks that the rows already written are still the rows of the source tree, from
+the same bytes. A source that is not there is an absent modality for its row (mask False, zeros in the
+array); a source that is there but cannot be decoded stops the run with its path (``on_corrupt="stop"``)
+or is treated as absent too (``on_corrupt="absent"``). Rows with no modality at all (no source, or only
+sources that cannot be decoded) are left out and named in the manifest.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmal import kernels
 from mmal.errors import ConfigError, check_choice, check_int
 from mmal.prepare.decode import CorruptSource, file_digest, text_digest
 from mmal.prepare.extractors import Extractor, Pretrained
-from mmal.prepare.kinds import Options
+from mmal.prepare.kinds import Kind, Options
 from mmal.prepare.layouts import LAYOUTS, Layout, Sample
-from mmal.prepare.store import Store
+from mmal.prepare.store import Store, check_out
 
 PRESENT, ABSENT, CORRUPT = 0, 1, 2
 STATUS = ("present", "absent", "corrupt")
@@ -59,6 +61,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise ConfigError("--root", str(root), "no such directory: the folder holding the raw dataset")
+    check_out(out)
     check_int("--batch-size", batch_size, 1)
     check_int("--workers", workers, 1)
     check_choice("--precision", precision, ["fp32", "bf16"])
@@ -67,6 +70,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     options = Options(image_size, frames, fps, n_mels, seconds, max_length)
     layout = LAYOUTS[dataset](root, options)
     options = replace(options, seconds=layout.seconds) if seconds is None else options
+    cpu_kernels = kernels.engage()  # before any backbone computes: the same embeddings on every x86-64 CPU
     extractors = _extractors(layout, raw, models or {}, options, device, precision == "bf16")
     rows = {split: [s for s in layout.samples if s.split == split and _any_source(s)] for split in layout.splits}
     if empty := [split for split, samples in rows.items() if not samples]:
@@ -83,21 +87,26 @@ def prepare(dataset: str, root: str | Path, out: str | Path, *, models: dict[str
     with store.claimed(), ThreadPoolExecutor(workers) as pool:
         for split, samples in rows.items():  # before anything is written: the rows written are still the rows
             store.check_rows(split, keys[split], [s.name for s in samples], root)
+        _check_sources(store, rows, layout, options, root, pool)  # ... read from the same bytes
         batches = _Batches(layout, extractors, options, pool, on_corrupt)
-        counts = {split: batches.write_split(store, split, samples, keys[split], batch_size,
+        status = {split: batches.write_split(store, split, samples, keys[split], batch_size,
                                              _bar(progress, desc=f"{dataset} {split}"))
                   for split, samples in rows.items()}
-        sources = _sources_csv(rows, list(layout.kinds), root, store)
+        keep = _kept(status, on_corrupt)
+        left_out = {id(s) for split, samples in rows.items() for s, k in zip(samples, keep[split]) if not k}
+        counts = {split: _counts(status[split][keep[split]], list(layout.kinds)) for split in rows}
+        sources = _sources_csv(rows, keep, list(layout.kinds), root, store)
         manifest = {
             "dataset": dataset, "classes": layout.classes, "modalities": list(layout.kinds),
             "kinds": {m: kind.name for m, kind in layout.kinds.items()}, "settings": settings, "splits": counts,
-            "dropped": [s.name for s in layout.samples if not _any_source(s)], "sources_sha256": _sha(sources),
+            "dropped": [s.name for s in layout.samples if not _any_source(s) or id(s) in left_out],
+            "sources_sha256": _sha(sources),
             "arrays": {m: {"shape": list(e.shape), "dtype": e.dtype.name} for m, e in extractors.items()},
-            "on_corrupt": on_corrupt, "device": device,
+            "on_corrupt": on_corrupt, "device": device, "cpu_kernels": cpu_kernels,
             "elapsed_seconds": round(time.perf_counter() - started, 1),  # of the last invocation
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train": _train_command(dataset, out, raw),
         }
-        store.finish(manifest, {"sources.csv": sources}, keep=layout.splits)
+        store.finish(manifest, {"sources.csv": sources}, keep)
     return manifest
 
 
@@ -124,6 +133,41 @@ def _any_source(sample: Sample) -> bool:
     return any(v is not None for v in sample.sources.values())
 
 
+def _kept(status: dict[str, np.ndarray], on_corrupt: str) -> dict[str, np.ndarray]:
+    """Per split, which rows have data: a row whose every source is corrupt (``on_corrupt="absent"``) has
+    none, so it is left out as a row without sources is. A split left without rows is refused."""
+    keep = {split: (s == PRESENT).any(axis=1) for split, s in status.items()}
+    if empty := [split for split, k in keep.items() if not k.any()]:
+        raise ConfigError("--on-corrupt", on_corrupt, f"leaves no {empty[0]} row: each of its {len(keep[empty[0]])} "
+                                                      "rows has only sources that cannot be decoded; replace them "
+                                                      "with good copies and rerun the same command")
+    return keep
+
+
+def _check_sources(store: Store, rows: dict[str, list[Sample]], layout: Layout, options: Options, root: Path,
+                   pool: ThreadPoolExecutor) -> None:
+    """Refuse to resume when a source of a row already written now holds other bytes than the row was
+    prepared from (its recorded sha256): the arrays would keep what the old bytes gave. Reads those sources
+    again (in threads), writes nothing."""
+    changed = []
+    for split, samples in rows.items():
+        recorded = store.written_sources(split)
+        jobs = [(i, j, m) for i in range(len(recorded)) for j, m in enumerate(layout.kinds) if recorded[i, j]]
+        sources = [(layout.kinds[m], samples[i].sources[m]) for i, _, m in jobs]
+        now = pool.map(lambda job: _digest(*job, options), sources)
+        changed += [f"{split} row {i} ({samples[i].name}): {m} {_source_name(samples[i].sources[m], root)}"
+                    for (i, j, m), digest in zip(jobs, now) if digest != recorded[i, j].decode()]
+    store.check_sources(changed, root)
+
+
+def _digest(kind: Kind, source: Path | str, options: Options) -> str | None:
+    """The sha256 ``kind`` reads from ``source``; None when it cannot be read."""
+    try:
+        return kind.digest(source, options)
+    except OSError:
+        return None
+
+
 class _Batches:
     """Writes the rows of a split in batches: reads their sources in threads, runs each modality's present
     rows through its extractor, and commits each batch before the next (module docstring)."""
@@ -134,8 +178,8 @@ class _Batches:
         self.names, self.on_corrupt = list(layout.kinds), on_corrupt
 
     def write_split(self, store: Store, split: str, samples: list[Sample], keys: list[bytes], batch_size: int,
-                    bar) -> dict:
-        """Write the rows of ``split`` not yet written; return its counts for the manifest."""
+                    bar) -> np.ndarray:
+        """Write the rows of ``split`` not yet written; return the status of every source of every row."""
         n = len(self.names)
         arrays = store.arrays(split, len(samples), {
             **{m: (e.shape, e.dtype) for m, e in self.extractors.items()},
@@ -152,22 +196,22 @@ class _Batches:
                 store.commit(split, a + len(batch))
                 progress.update(len(batch))
         np.save(store.work / split / "modalities.npy", np.array(self.names))
-        status = np.asarray(book["status"])
-        return {"rows": len(samples), **{what: {m: int((status[:, j] == code).sum()) for j, m in enumerate(self.names)}
-                                         for code, what in ((ABSENT, "absent"), (CORRUPT, "corrupt"))}}
+        return np.asarray(book["status"])
 
     def _load(self, sample: Sample, m: str) -> tuple[int, object, bytes]:
-        """(status, decoded item, sha256) of one source."""
+        """(status, decoded item, sha256) of one source; a corrupt one's sha256 too, so that a resume can tell
+        when it has been replaced."""
         source = sample.sources[m]
         if source is None:
             return ABSENT, None, b""
         try:
             item, sha = self.kinds[m].read(source, sample.segment, self.options, getattr(self.extractors[m], "rate",
                                                                                            None))
-        except CorruptSource:
+        except CorruptSource as err:
             if self.on_corrupt == "stop":
+                err.only_source = all(v is None for k, v in sample.sources.items() if k != m)  # for its advice
                 raise
-            return CORRUPT, None, b""
+            return CORRUPT, None, (_digest(self.kinds[m], source, self.options) or "").encode()
         return PRESENT, item, sha.encode()
 
     def _write(self, batch: list[Sample], first: int, arrays: dict, book: dict) -> None:
@@ -187,6 +231,12 @@ class _Batches:
         arrays["mask"][rows] = status == PRESENT
         book["status"][rows] = status
         book["sha256"][rows] = np.array([sha for _, _, sha in loaded], dtype="S64").reshape(len(batch), len(names))
+
+
+def _counts(status: np.ndarray, names: list[str]) -> dict:
+    """A split's counts for the manifest, from the status of each source of its rows."""
+    return {"rows": len(status), **{what: {m: int((status[:, j] == code).sum()) for j, m in enumerate(names)}
+                                    for code, what in ((ABSENT, "absent"), (CORRUPT, "corrupt"))}}
 
 
 def _settings(layout: Layout, root: Path, extractors: dict[str, Extractor], raw: Sequence[str], options: Options,
@@ -221,8 +271,10 @@ def _key(sample: Sample, root: Path) -> bytes:
     return _sha(identity).encode()
 
 
-def _sources_csv(rows: dict[str, list[Sample]], names: list[str], root: Path, store: Store) -> str:
-    """One line per prepared row: split, row, name, label, and per modality its source, status and sha256."""
+def _sources_csv(rows: dict[str, list[Sample]], keep: dict[str, np.ndarray], names: list[str], root: Path,
+                 store: Store) -> str:
+    """One line per prepared row (those ``keep`` says): split, row (in the arrays), name, label, and per
+    modality its source, status and sha256."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     columns = [f"{m}_{c}" for m in names for c in ("source", "status", "sha256")]
@@ -230,14 +282,18 @@ def _sources_csv(rows: dict[str, list[Sample]], names: list[str], root: Path, st
     for split, samples in rows.items():
         status = np.load(store.work / f"{split}.sources" / "status.npy")
         sha = np.load(store.work / f"{split}.sources" / "sha256.npy")
-        for i, s in enumerate(samples):
+        for row, i in enumerate(np.flatnonzero(keep[split])):
+            s = samples[i]
             cells = []
             for j, m in enumerate(names):
-                source = s.sources[m]
-                where = "" if source is None else "text" if isinstance(source, str) else str(source.relative_to(root))
-                cells += [where, STATUS[status[i, j]], sha[i, j].decode()]
-            writer.writerow([split, i, s.name, s.label, *cells])
+                cells += [_source_name(s.sources[m], root), STATUS[status[i, j]], sha[i, j].decode()]
+            writer.writerow([split, row, s.name, s.label, *cells])
     return text.getvalue()
+
+
+def _source_name(source: Path | str | None, root: Path) -> str:
+    """A source as ``sources.csv`` names it: its file relative to ``root``, ``text``, or nothing."""
+    return "" if source is None else "text" if isinstance(source, str) else str(source.relative_to(root))
 
 
 def _train_command(dataset: str, out: Path, raw: Sequence[str]) -> str:

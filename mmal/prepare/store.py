@@ -5,13 +5,14 @@ one folder per split with its arrays as ``.npy`` files mapped into memory (alloc
 and ``progress.json``, the rows of each split written so far, replaced atomically after the rows are
 flushed. Next to each split's arrays, ``<split>.sources/`` records per row the status and checksum of each
 source and the row's identity (``key``: its name, label and sources), so that a resume can check that the
-rows it keeps are still the rows the layout gives. A rerun with the same settings continues after the last
-recorded row; with other settings, or when a row already written has changed in the source tree, it is
-refused, naming what differs, and nothing is touched. While a preparation works it holds the lock of
-``mmal.checkpoint`` on the work folder, so a second one into the same ``--out`` is refused at once. When
-every split is complete the split folders move to ``<out>/<split>/`` (the npy-folder layout of
-``mmal.data.features``) and ``manifest.json`` is written last: its presence is what says the preparation
-is finished.
+rows it keeps are still the rows the layout gives, read from the same bytes. A rerun with the same settings
+continues after the last recorded row; with other settings, or when a row already written has changed in
+the source tree (another row at its place, or a source of other content), it is refused, naming what
+differs, and nothing is touched. While a preparation works it holds the lock of ``mmal.checkpoint`` on
+the work folder, so a second one into the same ``--out`` is refused at once. When every split is complete
+the split folders move to ``<out>/<split>/`` (the npy-folder layout of ``mmal.data.features``), less the
+rows the preparation leaves out, and ``manifest.json`` is written last: its presence is what says the
+preparation is finished.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ from mmal.checkpoint import RunDirectoryError, locked
 from mmal.errors import ConfigError
 
 MANIFEST = "manifest.json"
+CHUNK = 4096  # rows copied at a time when rows are left out at the end
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an ``out`` that cannot become a folder: a file, or a new folder under a file
+    or under a folder this user may not write to. (Creating it may still fail, on a read-only file system:
+    ``Store.claimed`` says so then. An existing folder is for ``Store.finished`` to judge: a finished
+    preparation may be read-only.)"""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError("--out", str(out), "is a file; give a new or empty folder (nothing there is touched)")
+        return
+    there = next(p for p in out.absolute().parents if p.exists())
+    if not there.is_dir():
+        raise ConfigError("--out", str(out), f"cannot be created: {there} is a file; give a folder elsewhere")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise ConfigError("--out", str(out), f"cannot be created: {there} is not writable for this user; give a "
+                                             "folder where you can write")
 
 
 class Store:
@@ -59,6 +78,9 @@ class Store:
             except RunDirectoryError:
                 raise ConfigError("--out", str(self.out), "is being written by another mmal-prepare run right now; "
                                                           "wait for it to end, or give another --out") from None
+            except OSError as err:  # what check_out cannot foresee: a read-only file system
+                raise ConfigError("--out", str(self.out), f"cannot be created ({err.strerror}: {err.filename}); "
+                                                          "give a folder where you can write") from None
             if self.finished():  # finished by another run between our first look and the lock
                 shutil.rmtree(self.work)
                 raise ConfigError("--out", str(self.out), "was finished by another mmal-prepare run meanwhile; "
@@ -93,6 +115,24 @@ class Store:
                                                    f"files back as they were to resume, or delete {self.work} to "
                                                    "start over (its rows are lost)")
 
+    def written_sources(self, split: str) -> np.ndarray:
+        """The recorded sha256 (hex, as bytes; empty where none was) of each source of the rows of ``split``
+        already written, (rows, modalities)."""
+        done, path = self.done(split), self.work / f"{split}.sources" / "sha256.npy"
+        return np.load(path, mmap_mode="r")[:done] if done and path.is_file() else np.zeros((0, 0), "S64")
+
+    def check_sources(self, changed: list[str], root: Path) -> None:
+        """Refuse to resume when sources of rows already written (``changed``, each as "<split> row <i>
+        (<name>): <modality> <file>") now hold other bytes than those rows were prepared from."""
+        if changed:
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            raise ConfigError("--root", str(root), f"changed since the unfinished preparation in {self.work} wrote "
+                                                   f"its rows: {len(changed)} source(s) of rows already written hold "
+                                                   f"other bytes than those rows were prepared from (their SHA-256 "
+                                                   f"differs): {'; '.join(changed[:5])}{more}. Put the files back "
+                                                   f"as they were to resume, or delete {self.work} to start over "
+                                                   "(its rows are lost)")
+
     def arrays(self, group: str, rows: int, specs: dict[str, tuple[tuple[int, ...], np.dtype]], split: str
                ) -> dict[str, np.memmap]:
         """The arrays of folder ``group`` (name -> (rows, *shape) of dtype), created at full size or reopened,
@@ -124,17 +164,38 @@ class Store:
         state = json.loads(progress.read_text()) if progress.is_file() else {}
         _write_json(progress, {**state, split: rows_done})
 
-    def finish(self, manifest: dict, extra: dict[str, str], keep: tuple[str, ...]) -> None:
-        """Move the split folders ``keep`` into ``out``, write ``extra`` files (name -> text), then the
-        manifest; the rest of the work folder (bookkeeping arrays) goes."""
+    def finish(self, manifest: dict, extra: dict[str, str], keep: dict[str, np.ndarray]) -> None:
+        """Move the split folders into ``out`` with the rows ``keep[split]`` (a bool per row) of their arrays,
+        write ``extra`` files (name -> text), then the manifest; the rest of the work folder (bookkeeping
+        arrays) goes."""
         self._flush()
+        for split, rows in keep.items():
+            folder = self.work / split if rows.all() else self._subset(split, rows)
+            shutil.move(str(folder), str(self.out / split))
         self._arrays = {}
-        for split in keep:
-            shutil.move(str(self.work / split), str(self.out / split))
         for name, text in extra.items():
             (self.out / name).write_text(text)
         _write_json(self.out / MANIFEST, manifest)
         shutil.rmtree(self.work)
+
+    def _subset(self, split: str, rows: np.ndarray) -> Path:
+        """A copy of the folder of ``split`` with only ``rows`` of its per-row arrays (those ``arrays`` opened;
+        ``modalities.npy`` is copied as it is), in chunks; the work folder keeps every row until the end."""
+        folder, kept = self.work / split, self.work / f"{split}.kept"
+        kept.mkdir(exist_ok=True)
+        index = np.flatnonzero(rows)
+        for path in sorted(folder.glob("*.npy")):
+            if path.stem not in self._arrays[split]:
+                shutil.copyfile(path, kept / path.name)
+                continue
+            old = self._arrays[split][path.stem]
+            new = np.lib.format.open_memmap(kept / path.name, mode="w+", dtype=old.dtype,
+                                            shape=(len(index), *old.shape[1:]))
+            for a in range(0, len(index), CHUNK):
+                new[a:a + CHUNK] = old[index[a:a + CHUNK]]
+            new.flush()
+            del new
+        return kept
 
     def _flush(self) -> None:
         for arrays in self._arrays.values():
