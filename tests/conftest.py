@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -57,3 +58,17 @@ def prepared_roots(tmp_path_factory) -> dict[str, Path]:
     prepare("cremad", base / "CREMA-D", roots["cremad_raw"], raw=["audio", "visual"], image_size=16, n_mels=16,
             seconds=1.0, progress=False)
     return roots
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory) -> Path:
+    """A tiny random text backbone (the one mmal-prepare needs for Food-101's titles)."""
+    from mmal.prepare.fixtures import random_backbones
+
+    return random_backbones(tmp_path_factory.mktemp("models"))["text"]
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path) -> the SHA-256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -17,28 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_digests
 
 from mmal.errors import ConfigError
 from mmal.prepare import prepare
 from mmal.prepare.cli import main
 from mmal.prepare.decode import CorruptSource, read_audio
-from mmal.prepare.fixtures import ave_tree, cremad_tree, food101_tree, random_backbones
+from mmal.prepare.fixtures import ave_tree, cremad_tree, food101_tree
 from mmal.prepare.layouts import LAYOUTS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RAW = {"raw": ["audio", "visual"], "image_size": 8, "n_mels": 16, "seconds": 1.0, "batch_size": 4, "progress": False}
 RAW_FLAGS = ["--raw", "audio", "visual", "--image-size", "8", "--n-mels", "16", "--seconds", "1", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory) -> Path:
-    return random_backbones(tmp_path_factory.mktemp("models"))["text"]
-
-
-def _files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _rows(out: Path, split: str) -> list[dict]:
@@ -81,7 +72,7 @@ def test_a_source_replaced_between_the_stop_and_the_resume_is_refused_naming_eac
     originals = {wav: wav.read_bytes(), frame: frame.read_bytes()}
     wav.write_bytes((root / "AudioWAV" / f"{pool[30]}.wav").read_bytes())
     frame.write_bytes((root / "Image-01-FPS" / pool[30] / "00001.jpg").read_bytes())
-    before = _files(out)
+    before = file_digests(out)
     with pytest.raises(ConfigError) as refused:
         prepare("cremad", root, out, **RAW)
     message = str(refused.value)
@@ -91,7 +82,7 @@ def test_a_source_replaced_between_the_stop_and_the_resume_is_refused_naming_eac
                               f"pool row 3 ({pool[3]}): audio AudioWAV/{pool[3]}.wav; "
                               f"pool row 5 ({pool[5]}): visual Image-01-FPS/{pool[5]}. "
                               "Put the files back as they were to resume, or delete "), message
-    assert _files(out) == before  # nothing written is lost or overwritten
+    assert file_digests(out) == before  # nothing written is lost or overwritten
     for path, data in originals.items():  # as the message says
         path.write_bytes(data)
     prepare("cremad", root, out, **RAW)

@@ -7,7 +7,6 @@ preparation at a time."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,25 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_digests
 
 from mmal.checkpoint import locked
 from mmal.errors import ConfigError
 from mmal.prepare import prepare
 from mmal.prepare.decode import CorruptSource
-from mmal.prepare.fixtures import cremad_tree, food101_tree, random_backbones
+from mmal.prepare.fixtures import cremad_tree, food101_tree
 from mmal.prepare.layouts import LAYOUTS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory) -> Path:
-    return random_backbones(tmp_path_factory.mktemp("models"))["text"]
-
-
-def _files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _assert_same_preparation(out: Path, fresh: Path) -> None:
@@ -107,7 +97,7 @@ def test_a_resume_after_each_suggested_edit_is_refused_or_equals_a_fresh_prepara
         written.write_bytes(good)
     else:
         options["on_corrupt"] = "absent"
-    before = _files(out)
+    before = file_digests(out)
     try:
         prepare(dataset, root, out, progress=False, **options)
         outcome = "consistent"
@@ -124,7 +114,7 @@ def test_a_resume_after_each_suggested_edit_is_refused_or_equals_a_fresh_prepara
                              r"\d+ of its \d+ pool rows: pool row \d+ \(.*\) has other sources or another label .* "
                              r"Put the files back as they were to resume, or delete .*\.incomplete to start over",
                              str(err))
-        assert _files(out) == before  # nothing written is lost
+        assert file_digests(out) == before  # nothing written is lost
     assert outcome == expected
     if outcome == "refused":  # as the message says: the files as they were, and it resumes
         if edit == "remove":
