@@ -131,7 +131,7 @@ def differing_keys(saved: str, current: str, most: int = 8) -> list[str]:
 
 def fingerprint(config: dict[str, Any]) -> str:
     """What must not change between a run and its resumption: the experiment config, without the parts
-    that do not change results (logger, device, inference batch size)."""
-    config = {k: v for k, v in config.items() if k not in ("logger", "hydra")}
+    that do not change results (logger, figures, device, inference batch size)."""
+    config = {k: v for k, v in config.items() if k not in ("logger", "hydra", "plots")}
     trainer = {k: v for k, v in config.get("trainer", {}).items() if k not in ("device", "eval_batch_size")}
     return json.dumps({**config, "trainer": trainer}, sort_keys=True, default=str)

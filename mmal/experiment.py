@@ -31,7 +31,8 @@ from mmal.training import Trainer
 
 # Every top-level key of conf/config.yaml: the config groups, the seed and the metric a sweeper optimises.
 TOP_LEVEL = ("dataset", "pitfall", "model", "fusion", "query", "al", "trainer", "balance", "diagnostics", "logger",
-             "seed", "optimized_metric")
+             "seed", "optimized_metric", "plots")
+PLOTS = ("auto", True, False)  # the values of the top-level key plots
 
 
 def build(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -120,6 +121,9 @@ def build_components(cfg: DictConfig) -> Components:
     for key in cfg:  # a key added at the top (+seeds=3) would be ignored silently
         if key not in TOP_LEVEL:
             raise ConfigError(key, cfg[key], f"not a top-level key of mmal's config: one of {list(TOP_LEVEL)}")
+    if cfg.plots not in PLOTS:
+        raise ConfigError("plots", cfg.plots, "auto (a single run draws its figures, a sweep's jobs do not), true "
+                                              "or false")
     pitfall = build(cfg, "pitfall", _convert_="all")
     check_keys(cfg.al, "al", ALProtocol)
     protocol = ALProtocol(**OmegaConf.to_container(cfg.al))

@@ -95,11 +95,12 @@ def run_active_learning(
     balance: BalanceMethod | None = None,
     resume: ALState | None = None,
     fingerprint: str = "",
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Run ``protocol.cycles`` query rounds (``cycles + 1`` trainings) and return the summary: the cycles of
     ``active_learning``, alone (``train_through``)."""
     return train_through(active_learning(data, build_model, trainer, strategy, run_log, protocol, seed, references,
-                                         balance, resume, fingerprint))
+                                         balance, resume, fingerprint, plots))
 
 
 def active_learning(
@@ -114,6 +115,7 @@ def active_learning(
     balance: BalanceMethod | None = None,
     resume: ALState | None = None,
     fingerprint: str = "",
+    plots: bool = True,
 ) -> Cycles:
     """The AL cycles of one run, as a generator that yields each cycle's ``Training`` and goes on once it has
     been trained (by ``train_through``, or with other runs' trainings by ``mmal.lockstep``); returns the
@@ -126,7 +128,8 @@ def active_learning(
     gives the same results as an uninterrupted one. ``references`` (default ``References()``: every cycle)
     trains the unimodal references that the neglect measure compares the fused model with, from the same
     initial weights, labeled rows and training seed. ``balance`` (``mmal.balance``) trains the fused model
-    only, never its references; its state over each cycle's training is logged with the cycle.
+    only, never its references; its state over each cycle's training is logged with the cycle. ``plots``:
+    draw the run's PNG figures at the end (``mmal.plots``).
     """
     references = References() if references is None else references
     initial_size, query_size, cycles = protocol.initial_size, protocol.query_size, protocol.cycles
@@ -197,7 +200,8 @@ def active_learning(
     summary[names.MODALITY_DROPOUT] = trainer.modality_dropout
     summary[names.MASKED_IN_DISTRIBUTION] = model.masked_exact or trainer.modality_dropout > 0
     summary[names.CPU_KERNELS] = kernels.engage()
-    save_plots(records, data.ground_truth, run_log.run_dir)
+    if plots:
+        save_plots(records, data.ground_truth, run_log.run_dir)
     run_log.finish(summary)
     save_state(run_log.run_dir, dataclasses.replace(state, summary=summary))
     return summary

@@ -31,16 +31,24 @@ log = logging.getLogger("mmal")
 
 
 def run(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None,
-        provenance: dict[str, str] | None = None) -> dict[str, Any]:
+        provenance: dict[str, str] | None = None, sweep: bool = False) -> dict[str, Any]:
     """Run one experiment from a composed config, writing into ``run_dir``; returns the summary.
     ``name`` and ``group`` label the run for the external logger. ``provenance`` (file name -> text, e.g.
     Hydra's ``config.yaml`` and ``overrides.yaml``) is written into ``run_dir/.hydra`` once the directory is
-    this run's: locked, and holding no run of another config."""
-    return train_through(run_cycles(cfg, run_dir, name, group, provenance))
+    this run's: locked, and holding no run of another config. ``sweep``: the run is a job of a sweep, so it
+    draws its figures only with ``plots=true`` (``draws_plots``)."""
+    return train_through(run_cycles(cfg, run_dir, name, group, provenance, sweep))
+
+
+def draws_plots(plots: str | bool, sweep: bool) -> bool:
+    """Whether a run draws its PNG figures: ``plots=true`` always, ``false`` never, ``auto`` when it is a single
+    run. A sweep's report draws its curves from the jobs' ``metrics.jsonl``, and each job's two PNGs cost
+    about as much as a cycle of the references' probes (docs/benchmarks.md, "Stacked sweeps")."""
+    return plots is True or (plots == "auto" and not sweep)
 
 
 def run_cycles(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | None = None,
-               provenance: dict[str, str] | None = None) -> Cycles:
+               provenance: dict[str, str] | None = None, sweep: bool = False) -> Cycles:
     """``run`` as a generator that yields each cycle's training (``mmal.loop.active_learning``), so that the
     stacked launcher can train it with other runs' (``mmal.lockstep``); returns the summary."""
     with locked(run_dir):
@@ -63,7 +71,8 @@ def run_cycles(cfg: DictConfig, run_dir: Path, name: str = "run", group: str | N
             run_log = RunLog(run_dir, exp.sink, records=resume.records if resume else [])
             return (yield from active_learning(data, exp.build_model, exp.trainer, exp.strategy, run_log,
                                                exp.protocol, seed=cfg.seed, references=exp.references,
-                                               balance=exp.balance, resume=resume, fingerprint=fingerprint(config)))
+                                               balance=exp.balance, resume=resume, fingerprint=fingerprint(config),
+                                               plots=draws_plots(cfg.plots, sweep)))
         except BaseException:
             exp.sink.abort()  # close the external run as failed; metrics.jsonl keeps every finished cycle
             raise
@@ -124,7 +133,7 @@ def job_cycles(job: Job) -> Cycles:
     mmal's sweeper (or returns nan to a sweeper that optimises), so that one failed job does not stop a sweep."""
     cfg, run_dir = job.cfg, job.run_dir
     try:
-        summary = yield from run_cycles(cfg, run_dir, job.name, job.group, job.provenance)
+        summary = yield from run_cycles(cfg, run_dir, job.name, job.group, job.provenance, job.multirun)
     except RunDirectoryError as err:  # another run's directory: write nothing into it
         log.error("config error: %s", err)
         if not job.multirun:

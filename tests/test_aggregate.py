@@ -118,6 +118,11 @@ def test_smoke_grid_with_joblib_and_the_aggregate_command(tmp_path):
     assert first == "0_pitfall=none,query=random,seed=0,trainer.device=cpu"
     with Image.open(tmp_path / "report" / "penalty_aubc_acc.png") as image:  # 2 strategies: title and labels fit
         assert image.size[0] >= 540 and image.size[1] >= 480
+    # The jobs drew no figures (plots=auto in a sweep); the report drew its curves from their metrics.jsonl.
+    assert not list(sweep.glob("*/*.png"))
+    for pitfall in ("none", "synergy"):
+        with Image.open(tmp_path / "report" / f"curves_pitfall={pitfall}.png") as image:
+            assert image.size[0] > 400 and len(set(image.convert("L").getdata())) > 10  # drawn, not blank
 
 
 def test_the_accuracy_band_is_clipped_to_0_and_1():

@@ -120,6 +120,7 @@ BAD = [
     (["dataset.modalities={a: 3, b: 32}"], "dataset.modalities.a=3: an integer >= num_classes + nuisance_dim = 8"),
     (["trainer.modality_dropout=1.0"], "trainer.modality_dropout=1.0: a number >= 0 and < 1"),
     (["+seeds=3"], "seeds=3: not a top-level key of mmal's config: one of ['dataset', 'pitfall'"),
+    (["plots=sometimes"], "plots='sometimes': auto (a single run draws its figures, a sweep's jobs do not), true"),
     (["dataset.modalities={a: 32}"], "dataset.modalities={'a': 32}: a mapping name -> dim with >= 2 modalities"),
     (["dataset.class_weights=[1,0,0,0]"],
      "dataset.class_weights=[1.0, 0.0, 0.0, 0.0]: at least 2 classes with a positive weight"),

@@ -74,6 +74,7 @@ def test_every_job_of_a_stacked_sweep_has_the_metrics_of_the_joblib_launcher(job
         log = (tmp_path / str(job) / "train.log").read_text()
         assert log.count("cycle 2/2") == 1 and "final acc" in log
         assert "trains alone" not in log
+        assert not list((tmp_path / str(job)).glob("*.png"))  # a sweep's jobs draw no figures unless asked
 
 
 @pytest.mark.slow
@@ -139,7 +140,8 @@ def test_a_stacked_job_whose_models_train_alone_says_so_in_its_own_log_naming_it
              "trainer.epochs=2"]
     result = subprocess.run([sys.executable, "-m", "mmal.train", "-m", "hydra/launcher=stacked",
                              "hydra.launcher.n_jobs=1", "seed=0,1", "trainer.optimizer._target_=torch.optim.NAdam",
-                             *short, f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True)
+                             *short, "plots=true", f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     why = ("trains alone, not stacked with other models: the fused model, the unimodal reference of a, the unimodal "
            "reference of b: the optimizer NAdam is not one that stacks")
@@ -148,3 +150,5 @@ def test_a_stacked_job_whose_models_train_alone_says_so_in_its_own_log_naming_it
         assert log.count("trains alone") == 1, log  # once, though both cycles train them alone
         assert f"job #{job} (seed={job} trainer.optimizer._target_=torch.optim.NAdam " in log and why in log
         assert f"job #{1 - job} " not in log
+        # plots=true: a sweep's job draws its figures as a single run does
+        assert {p.name for p in (tmp_path / str(job)).glob("*.png")} == {"learning_curve.png", "modality_imbalance.png"}
