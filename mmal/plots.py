@@ -1,11 +1,18 @@
-"""The PNG figures each run writes: the learning curve, the modality-imbalance curves, and with a balancing
-method its own state per cycle."""
+"""The PNG figures a run writes: the learning curve, the modality-imbalance curves, and with a balancing
+method its own state per cycle. A single run draws them when it ends; a sweep's jobs do not unless
+``plots=true``, and any finished run's figures can be drawn afterwards from its files:
+
+    python -m mmal.plots <run dir> [<run dir> ...]
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
+from mmal.log import read_jsonl
 from mmal.metrics.names import (
     ACC,
     BALANCE_PREFIX,
@@ -17,6 +24,7 @@ from mmal.metrics.names import (
     ENSEMBLE_ACC,
     GAP_ENSEMBLE,
     GAP_NEGLECT,
+    GROUND_TRUTH_PREFIX,
     HEAD_ACC,
     MACRO_F1,
     MASKED_ACC,
@@ -156,3 +164,26 @@ def _balance_plot(plt: Any, records: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def redraw(run_dir: Path) -> list[Path]:
+    """Draw a finished run's figures into ``run_dir`` from its ``metrics.jsonl`` and ``summary.json`` (the
+    ground truth): the figures the run itself draws (``save_plots``)."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    truth = {k.removeprefix(GROUND_TRUTH_PREFIX): v for k, v in summary.items() if k.startswith(GROUND_TRUTH_PREFIX)}
+    return save_plots(read_jsonl(Path(run_dir) / "metrics.jsonl"), truth, Path(run_dir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Draw finished runs' figures from their metrics.jsonl.")
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="run directories (each holds summary.json)")
+    args = parser.parse_args(argv)
+    for run_dir in args.run_dirs:
+        if not (run_dir / "summary.json").is_file():
+            parser.error(f"{run_dir}: no summary.json: not a finished run's directory")
+        for path in redraw(run_dir):
+            print(path)
+
+
+if __name__ == "__main__":
+    main()

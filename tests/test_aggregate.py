@@ -120,6 +120,10 @@ def test_smoke_grid_with_joblib_and_the_aggregate_command(tmp_path):
         assert image.size[0] >= 540 and image.size[1] >= 480
     # The jobs drew no figures (plots=auto in a sweep); the report drew its curves from their metrics.jsonl.
     assert not list(sweep.glob("*/*.png"))
+    job = sorted(p for p in sweep.iterdir() if p.is_dir())[0]  # one run's own figures, drawn afterwards
+    result = subprocess.run([sys.executable, "-m", "mmal.plots", str(job)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in job.glob("*.png")} == {"learning_curve.png", "modality_imbalance.png"}
     for pitfall in ("none", "synergy"):
         with Image.open(tmp_path / "report" / f"curves_pitfall={pitfall}.png") as image:
             assert image.size[0] > 400 and len(set(image.convert("L").getdata())) > 10  # drawn, not blank
