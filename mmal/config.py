@@ -49,8 +49,12 @@ def check_splits(data: MultimodalDataset) -> None:
 
 
 def check_strategy(cfg: DictConfig, strategy: QueryStrategy, model: MultimodalClassifier) -> None:
-    """The model has every capability the strategy needs."""
-    for need in sorted(strategy.needs - model.capabilities):
+    """The model has every capability the strategy needs, and a strategy that reads the unimodal references
+    has them every cycle."""
+    if "references" in strategy.needs and cfg.diagnostics.every != 1:
+        raise ConfigError("diagnostics.every", cfg.diagnostics.every,
+                          f"1, since {cfg.query._target_} reads the unimodal references every cycle")
+    for need in sorted(strategy.needs - model.capabilities - {"references"}):
         raise ConfigError("query._target_", cfg.query._target_,
                           f"{CAPABILITY_HINTS.get(need, f'needs {need}')} (fusion {cfg.fusion._target_}, "
                           f"model.aux_heads={cfg.model.aux_heads})")

@@ -183,8 +183,10 @@ def active_learning(
         record[names.TIME_SELECT] = 0.0
         if cycle < cycles:
             start = time.perf_counter()
+            joined = frozenset(m for m in unimodal if record.get(names.per_modality(names.ENSEMBLE_MEMBER, m)))
             ctx = QueryContext(model, trainer, data.pool, labeled,
-                               torch.Generator().manual_seed(derive_seed(seed, "query", cycle)))
+                               torch.Generator().manual_seed(derive_seed(seed, "query", cycle)),
+                               {m: member.model for m, member in unimodal.items()}, joined)
             selection = strategy.select(ctx, query_size)
             record[names.TIME_SELECT] = _since(start, device)
             picked = selection.indices

@@ -15,7 +15,8 @@ Each kernel is timed beside its *floor*, the unavoidable work, interleaved in th
 ``--repeats``): for k-center, k-means++ and BADGE one read of the blocked pool per pick, b batched products
 of one centre with the blocked points (BADGE: with both factors, C + D floats per point); for BALD
 (``--bald N T C``, MC-dropout probabilities of a 10-class softmax) one ``torch.log`` pass over the
-(T, N, C) probabilities into a preallocated tensor. BALD's scores are checked against the definition
+(T, N, C) probabilities into a preallocated tensor; for ensemble_disagreement (``--ensemble N M C``) one
+``torch.log`` pass over the references' (N, M, C) probabilities. BALD's scores are checked against the definition
 H(mean_t p_t) - mean_t H(p_t) (``torch.allclose``), whose time is printed too. ``--memory-calls`` runs
 k-center that many times in a fresh subprocess (pool 200k x 128, b = 1,000 unless ``--memory-size``) and
 prints each call's peak resident memory above what was resident before it: the high-water mark VmHWM is
@@ -36,6 +37,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from mmal.metrics.references import ensemble_probs
 from mmal.query.selection import _blocked, kcenter_greedy, kmeanspp_factored, kmeanspp_seeding
 from mmal.query.uncertainty import entropy, mutual_information
 
@@ -130,6 +132,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="kernel and floor runs (median); numpy once")
     parser.add_argument("--no-reference", action="store_true", help="skip the numpy references")
     parser.add_argument("--bald", type=int, nargs=3, default=[50_000, 20, 10], metavar=("N", "T", "C"))
+    parser.add_argument("--ensemble", type=int, nargs=3, default=[200_000, 2, 10], metavar=("N", "M", "C"))
     parser.add_argument("--memory-calls", type=int, default=10, help="k-center calls in one process; 0: skip")
     parser.add_argument("--memory-size", type=int, nargs=2, default=[200_000, 1000], metavar=("N", "B"))
     parser.add_argument("--_memory-child", type=int, nargs=3, help=argparse.SUPPRESS)
@@ -142,6 +145,7 @@ def main() -> None:
           f"{os.cpu_count()} cores; D={DIM}, C={CLASSES}, {LABELED:.0%} labeled for coreset")
 
     _bald(*args.bald, args.repeats)
+    _ensemble(*args.ensemble, args.repeats)
     if args.memory_calls:
         _memory(*args.memory_size, args.memory_calls)
 
@@ -231,6 +235,25 @@ def _bald(n: int, t: int, c: int, repeats: int) -> None:
     print(f"BALD N={n:,} T={t} C={c}: {t_ours * 1e3:.1f} ms, floor (one torch.log pass) {t_floor * 1e3:.1f} ms, "
           f"ratio {t_ours / t_floor:.2f}; the definition {t_def * 1e3:.1f} ms ({t_def / t_floor:.2f}x the floor); "
           f"allclose {torch.allclose(ours, definition)}, max |diff| {(ours - definition).abs().max():.1e}", flush=True)
+
+
+def _ensemble(n: int, m: int, c: int, repeats: int) -> None:
+    """EnsembleDisagreement's score from the references' (N, M, C) and the fused model's (N, C) probabilities
+    (the forward passes aside), against one log pass over the references' probabilities."""
+    gen = torch.Generator().manual_seed(0)
+    references = torch.softmax(3 * torch.randn(n, m, c, generator=gen), -1)
+    fused = torch.softmax(3 * torch.randn(n, c, generator=gen), -1)
+    present = torch.rand(n, m, generator=gen) < 0.8
+    logs = torch.empty_like(references)
+
+    def score():
+        log_probs = [references[:, i].clamp_min(1e-12).log() for i in range(m)]
+        confidence, choice = ensemble_probs(log_probs, [True] * m, present).max(1)
+        return confidence * (1 - fused.gather(1, choice[:, None]).squeeze(1))
+
+    t_ours, t_floor = interleaved(repeats, score, lambda: torch.log(references, out=logs))
+    print(f"ensemble_disagreement N={n:,} M={m} C={c}: {t_ours * 1e3:.1f} ms, floor (one torch.log pass over the "
+          f"references' probabilities) {t_floor * 1e3:.1f} ms, ratio {t_ours / t_floor:.2f}", flush=True)
 
 
 def _memory(n: int, b: int, calls: int) -> None:

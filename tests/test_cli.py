@@ -136,6 +136,8 @@ BAD = [
     (["diagnostics.every=0", "optimized_metric=aubc/gap_neglect"],
      "optimized_metric='aubc/gap_neglect': a metric that needs no unimodal references: diagnostics.every=0"),
     (["query=modality_entropy"], "needs per-modality predictions: use fusion=late or model.aux_heads=true"),
+    (["query=ensemble_disagreement", "diagnostics.every=2"],
+     "diagnostics.every=2: 1, since mmal.query.EnsembleDisagreement reads the unimodal references every cycle"),
 ]
 
 

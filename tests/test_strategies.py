@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -14,16 +15,17 @@ from mmal.config import check_strategy
 from mmal.data import Pitfall, make_synthetic
 from mmal.errors import ConfigError
 from mmal.metrics.modality import shapley_values
+from mmal.metrics.references import References
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import EarlyFusion, IntermediateFusion
-from mmal.query import QueryContext
+from mmal.query import EnsembleDisagreement, QueryContext
 from mmal.query.bmmal import contribution_weights, modality_contributions
 from mmal.query.deepfool import DeepFool
 from mmal.query.gap import GapSplit, gap_shares, modality_agreement
 from mmal.query.multimodal import Disagreement, ModalityEntropy
 from mmal.query.uncertainty import Margin, mutual_information
-from mmal.training import Trainer
+from mmal.training import Predictions, Trainer
 
 STRATEGIES = sorted(p.stem for p in (CONF / "query").glob("*.yaml"))
 
@@ -36,27 +38,31 @@ def pool_and_model():
     model = MultimodalClassifier(data.shapes, 4, functools.partial(MLPEncoder, out_dim=16),
                                  functools.partial(IntermediateFusion), aux_heads=True)
     trainer = Trainer(epochs=20, device="cpu")
+    initial = copy.deepcopy(model)
     trainer.fit(model, data.pool, torch.arange(40), seed=0)
-    return data.pool, model, trainer
+    references = References().members(initial, data, torch.arange(40))  # what a cycle trains for the measure
+    trainer.fit_together(list(references.values()), seed=0)
+    return data.pool, model, trainer, {m: member.model for m, member in references.items()}
 
 
-def _ctx(pool, model, trainer, labeled_count=40, seed=0):
+def _ctx(pool, model, trainer, references=None, labeled_count=40, seed=0):
     labeled = torch.zeros(len(pool), dtype=torch.bool)
     labeled[:labeled_count] = True
-    return QueryContext(model, trainer, pool, labeled, torch.Generator().manual_seed(seed))
+    return QueryContext(model, trainer, pool, labeled, torch.Generator().manual_seed(seed), references or {},
+                        frozenset(references or {}))
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
 @pytest.mark.parametrize("k", [7, 80])  # 80 = every unlabeled sample
 def test_every_strategy_returns_k_distinct_unlabeled_indices(name, k, pool_and_model):
-    pool, model, trainer = pool_and_model
+    pool, model, trainer, references = pool_and_model
     strategy = instantiate(compose_config([f"query={name}"]).query)
-    ctx = _ctx(pool, model, trainer)
+    ctx = _ctx(pool, model, trainer, references)
     picked = strategy.select(ctx, k).indices
     assert picked.dtype == torch.long and picked.shape == (k,)
     assert picked.unique().numel() == k
     assert not ctx.labeled[picked].any()
-    again = strategy.select(_ctx(pool, model, trainer), k).indices
+    again = strategy.select(_ctx(pool, model, trainer, references), k).indices
     assert torch.equal(picked, again)  # same generator seed, same picks
 
 
@@ -71,7 +77,7 @@ def test_bald_is_the_mutual_information_from_its_definition():
 
 
 def test_modality_entropy_and_disagreement_on_hand_made_predictions(pool_and_model):
-    pool, model, trainer = pool_and_model
+    pool, model, trainer, references = pool_and_model
     ctx = _ctx(pool, model, trainer)
     probs = ctx.modality_probs()
     assert probs.shape == (len(pool), 2, 4)
@@ -105,7 +111,7 @@ def test_gap_split_quality_and_shares_by_hand():
 
 @pytest.mark.parametrize(("within", "coverage"), [("joint", True), ("margin", False)])
 def test_gap_split_picks_follow_its_rule(within, coverage, pool_and_model):
-    pool, model, trainer = pool_and_model
+    pool, model, trainer, references = pool_and_model
     ctx, k = _ctx(pool, model, trainer), 30
     strategy = GapSplit(within=within, coverage=coverage)
     selection = strategy.select(ctx, k)
@@ -137,7 +143,7 @@ def test_gap_split_picks_follow_its_rule(within, coverage, pool_and_model):
 
 
 def test_bmmal_contributions_match_brute_force_masked_evaluation(pool_and_model):
-    pool, model, trainer = pool_and_model
+    pool, model, trainer, references = pool_and_model
     ctx = _ctx(pool, model, trainer)
     phi = modality_contributions(ctx)  # (N, 2)
     full = trainer.predict(model, pool).probs
@@ -202,3 +208,34 @@ def test_bald_needs_dropout():
                                                    fusion=instantiate(cfg.fusion))
     with pytest.raises(ConfigError, match="dropout > 0"):
         check_strategy(cfg, instantiate(cfg.query), model)
+
+
+def test_ensemble_disagreement_reads_the_references_and_scores_where_the_ensemble_knows_more(pool_and_model):
+    pool, model, trainer, references = pool_and_model
+    ctx = _ctx(pool, model, trainer, references)
+    probs = ctx.reference_probs()  # (N, M, C): each reference on its modality alone, uniform where it is missing
+    assert probs.shape == (len(pool), 2, 4)
+    for i, m in enumerate(pool.modalities):
+        alone = trainer.predict(references[m], pool.only(i)).probs
+        has = pool.mask[:, i]
+        assert torch.equal(probs[has, i], alone[has]) and torch.allclose(probs[~has, i], torch.tensor(0.25))
+    # The ensemble is the geometric mean of the references a row has, normalised (the mean log-probability that
+    # gap/ensemble takes the argmax of): b missing -> a's prediction alone.
+    product = probs[:, 0] * torch.where(pool.mask[:, 1:], probs[:, 1], torch.ones_like(probs[:, 1]))
+    mean = product ** (1 / (1 + pool.mask[:, 1:].float()))
+    assert torch.allclose(ctx.ensemble_probs(), mean / mean.sum(1, keepdim=True), atol=1e-5)
+    # By hand: the ensemble sure of class 0 on rows 0 and 1, the fused model agreeing on row 0 only; the ensemble
+    # unsure on row 2, where the fused model disagrees: row 1 scores highest, row 0 lowest.
+    ctx = _ctx(pool, model, trainer, references)
+    fused = torch.full((len(pool), 4), 0.25)
+    fused[:3] = torch.tensor([[0.97, 0.01, 0.01, 0.01], [0.1, 0.8, 0.05, 0.05], [0.1, 0.8, 0.05, 0.05]])
+    ctx._cache[None] = Predictions(fused, fused, [fused, fused], None)
+    sure, unsure = torch.tensor([0.9, 0.1 / 3, 0.1 / 3, 0.1 / 3]), torch.tensor([0.4, 0.2, 0.2, 0.2])
+    both = torch.stack([sure, sure, unsure]).log()
+    ctx._cache["references"] = torch.cat([torch.stack([both.softmax(1)] * 2, 1),  # a and b agree on rows 0-2
+                                          torch.full((len(pool) - 3, 2, 4), 0.25)])
+    scores = EnsembleDisagreement().score(ctx)
+    assert scores[:3].tolist() == pytest.approx([0.9 * 0.03, 0.9 * 0.9, 0.4 * 0.9], abs=1e-5)
+    # Without references (a cycle that trains none) the context says why instead of scoring.
+    with pytest.raises(ValueError, match="no unimodal references this cycle"):
+        _ctx(pool, model, trainer).reference_probs()

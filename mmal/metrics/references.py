@@ -199,25 +199,41 @@ class References:
 _TINY = 1e-12  # a probability of exactly 0 (float32 softmax underflow) is not -inf evidence
 
 
-def ensemble_predictions(log_probs: list[Tensor | None], usable: list[bool], present: Tensor) -> Tensor:
-    """(N,) the references' ensemble prediction per row: argmax of the mean log-probability over the
-    ``usable`` references of the modalities the row has (``present`` (N, M)); a row with none of those takes
-    the mean over every reference it has, and a row with no reference at all class 0 (a constant
-    prediction)."""
+def _pooled(log_probs: list[Tensor | None], usable: list[bool], present: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, C) per row the sum of the log-probabilities of the ``usable`` references of the modalities it has
+    (``present`` (N, M)), or of every reference it has when none of those; and (N, 1) how many were summed."""
     n = present.shape[0]
     num_classes = next(lp.shape[1] for lp in log_probs if lp is not None)
     total = torch.zeros(n, num_classes, device=present.device)
     fallback = torch.zeros(n, num_classes, device=present.device)
     count = torch.zeros(n, 1, device=present.device)
+    fallback_count = torch.zeros(n, 1, device=present.device)
     for i, lp in enumerate(log_probs):
         if lp is None:
             continue
         has = present[:, i, None].float()
         fallback += lp * has
+        fallback_count += has
         if usable[i]:
             total += lp * has
             count += has
-    return torch.where(count > 0, total, fallback).argmax(1)  # a mean's argmax is the sum's
+    return torch.where(count > 0, total, fallback), torch.where(count > 0, count, fallback_count)
+
+
+def ensemble_predictions(log_probs: list[Tensor | None], usable: list[bool], present: Tensor) -> Tensor:
+    """(N,) the references' ensemble prediction per row: argmax of the mean log-probability over the
+    ``usable`` references of the modalities the row has (``present`` (N, M)); a row with none of those takes
+    the mean over every reference it has, and a row with no reference at all class 0 (a constant
+    prediction)."""
+    return _pooled(log_probs, usable, present)[0].argmax(1)  # a mean's argmax is the sum's
+
+
+def ensemble_probs(log_probs: list[Tensor | None], usable: list[bool], present: Tensor) -> Tensor:
+    """(N, C) the references' ensemble as probabilities: the softmax of the mean log-probability that
+    ``ensemble_predictions`` takes the argmax of (a normalised product of experts); uniform for a row with no
+    reference."""
+    total, count = _pooled(log_probs, usable, present)
+    return torch.softmax(total / count.clamp_min(1), dim=1)
 
 
 def ensemble_gap(log_probs: list[Tensor | None], usable: list[bool], present: Tensor, y: Tensor,

@@ -17,7 +17,11 @@ What the context offers, all on the whole pool (row i = pool position i, labeled
 ``ctx.predict()`` probabilities, the fused embedding (input of the final linear layer) and the
 per-modality embeddings; ``ctx.predict(mask)`` the same with another presence mask;
 ``ctx.modality_probs()`` per-modality predictions (N, M, C); ``ctx.mc_dropout(T)`` T stochastic
-forward passes. Every random choice must draw from ``ctx.generator``.
+forward passes; ``ctx.reference_probs()`` the predictions (N, M, C) of the unimodal references the cycle
+trained for the neglect measure (each on its modality alone, on the labeled rows that have it) and
+``ctx.ensemble_probs()`` their ensemble's (N, C), for a strategy that declares ``needs = {"references"}``
+(the run then refuses ``diagnostics.every`` other than 1, before any work). Nothing the context offers
+comes from test rows or test labels. Every random choice must draw from ``ctx.generator``.
 """
 
 from __future__ import annotations
@@ -28,19 +32,25 @@ import torch
 from torch import Tensor
 
 from mmal.data.multimodal import MultimodalData
+from mmal.metrics.references import ensemble_probs
 from mmal.models.classifier import MultimodalClassifier
 from mmal.training import Predictions, Trainer
 
 
 @dataclass
 class QueryContext:
-    """What a strategy may look at. ``labeled`` is a (N_pool,) bool mask over ``pool`` rows."""
+    """What a strategy may look at. ``labeled`` is a (N_pool,) bool mask over ``pool`` rows. ``references``:
+    modality -> the cycle's trained unimodal reference (none in a cycle without references); ``joined``: the
+    modalities whose reference joins the references' ensemble (decided on the labeled rows,
+    ``mmal.metrics.references``)."""
 
     model: MultimodalClassifier
     trainer: Trainer
     pool: MultimodalData
     labeled: Tensor
     generator: torch.Generator
+    references: dict[str, MultimodalClassifier] = field(default_factory=dict)
+    joined: frozenset[str] = frozenset()
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -69,6 +79,34 @@ class QueryContext:
         eye = torch.eye(self.pool.mask.shape[1], dtype=torch.bool, device=self.pool.mask.device)
         return torch.stack([self.predict(self.pool.mask & eye[m]).probs for m in range(eye.shape[0])], dim=1)
 
+    def reference_probs(self) -> Tensor:
+        """(N_pool, M, C) class probabilities of each modality's unimodal reference on the pool with only that
+        modality present: one forward pass per reference. Rows that lack the modality, and a modality without
+        a reference, are uniform. Raises ValueError in a cycle without references."""
+        if "references" not in self._cache:
+            if not self.references:
+                raise ValueError("no unimodal references this cycle: they are trained when diagnostics.every "
+                                 "says (1 = every cycle)")
+            modalities = self.pool.modalities
+            uniform = torch.full((len(self.pool), self.model.num_classes), 1 / self.model.num_classes,
+                                 device=self.pool.mask.device)
+            per_modality = []
+            for i, m in enumerate(modalities):
+                probs = uniform if m not in self.references else self.trainer.predict(
+                    self.references[m], self.pool.only(i)).probs
+                per_modality.append(torch.where(self.pool.mask[:, i, None], probs, uniform))
+            self._cache["references"] = torch.stack(per_modality, dim=1)
+        return self._cache["references"]
+
+    def ensemble_probs(self) -> Tensor:
+        """(N_pool, C) the references' ensemble, as ``gap/ensemble`` predicts a row: the normalised product of
+        the joined references of the modalities the row has (every reference it has when none joined)."""
+        probs = self.reference_probs()
+        log_probs = [probs[:, i].clamp_min(1e-12).log() if m in self.references else None
+                     for i, m in enumerate(self.pool.modalities)]
+        usable = [m in self.joined for m in self.pool.modalities]
+        return ensemble_probs(log_probs, usable, self.pool.mask)
+
     def mc_dropout(self, samples: int) -> Tensor:
         """(T, N_pool, C) probabilities of ``samples`` forward passes with dropout active, seeded by the
         context's generator."""
@@ -96,7 +134,9 @@ class QueryStrategy:
     """Base class: ``select(ctx, k)`` returns a ``Selection`` of k distinct unlabeled pool positions.
 
     ``needs``: capabilities the strategy requires of the model, from ``modality_predictions`` (it reads
-    ``ctx.modality_probs()``) and ``dropout`` (it reads ``ctx.mc_dropout``); checked before any work.
+    ``ctx.modality_probs()``) and ``dropout`` (it reads ``ctx.mc_dropout``), and ``references`` (it reads
+    ``ctx.reference_probs()`` or ``ctx.ensemble_probs()``: the run must train them every cycle); checked
+    before any work.
     """
 
     needs: frozenset[str] = frozenset()
