@@ -19,7 +19,7 @@ from mmal.metrics.references import References
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import EarlyFusion, IntermediateFusion
-from mmal.query import EnsembleDisagreement, QueryContext
+from mmal.query import Badge, EnsembleBadge, EnsembleDisagreement, QueryContext
 from mmal.query.bmmal import contribution_weights, modality_contributions
 from mmal.query.deepfool import DeepFool
 from mmal.query.gap import GapSplit, gap_shares, modality_agreement
@@ -239,3 +239,20 @@ def test_ensemble_disagreement_reads_the_references_and_scores_where_the_ensembl
     # Without references (a cycle that trains none) the context says why instead of scoring.
     with pytest.raises(ValueError, match="no unimodal references this cycle"):
         _ctx(pool, model, trainer).reference_probs()
+
+
+def test_ensemble_badge_is_badge_where_the_ensemble_agrees_and_draws_first_where_it_does_not(pool_and_model):
+    pool, model, trainer, references = pool_and_model
+    ctx = _ctx(pool, model, trainer, references)
+    fused = ctx.predict().probs
+    ctx._cache["references"] = torch.stack([fused, fused], 1)  # references that agree with the fused model
+    assert torch.equal(ctx.ensemble_probs().argmax(1), fused.argmax(1))
+    assert torch.equal(EnsembleBadge().select(ctx, 15).indices,
+                       Badge().select(_ctx(pool, model, trainer, references), 15).indices)
+    # The ensemble names another class than the fused model on one unlabeled row: its gradient embedding is the
+    # largest, so it is the first centre (the candidate of largest norm, as in BADGE).
+    row = int(ctx.unlabeled[(fused[ctx.unlabeled].max(1).values).argmax()])  # where the fused model is surest
+    other = torch.roll(fused, 1, dims=1)
+    ctx = _ctx(pool, model, trainer, references)
+    ctx._cache["references"] = torch.stack([torch.where(torch.arange(len(pool))[:, None] == row, other, fused)] * 2, 1)
+    assert int(EnsembleBadge().select(ctx, 5).indices[0]) == row

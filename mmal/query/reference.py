@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
-from mmal.query.base import QueryContext, ScoringStrategy
+from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, Selection
+from mmal.query.selection import kmeanspp_factored
 
 
 class EnsembleDisagreement(ScoringStrategy):
@@ -23,3 +25,21 @@ class EnsembleDisagreement(ScoringStrategy):
         confidence, choice = ensemble.max(1)
         fused = ctx.predict().probs.gather(1, choice[:, None]).squeeze(1)
         return confidence * (1 - fused)
+
+
+class EnsembleBadge(QueryStrategy):
+    """BADGE (``mmal.query.badge``) with the references' ensemble as the hallucinated label: k-means++ seeding
+    over the gradient embeddings (p − onehot(ŷ)) ⊗ fused, where ŷ is the ensemble's class for the row
+    (``ctx.ensemble_probs()``) instead of the fused model's own. Where the two agree the embedding is BADGE's;
+    where the fused model misses what the modalities trained apart predict, its norm grows by the mass the
+    fused model puts elsewhere, so those rows are drawn more often, and k-means++ keeps the batch diverse. Pick
+    for pick BADGE when every row's ŷ is the fused model's argmax (tested). mmal's own rule; cost: BADGE's
+    plus one forward pass per reference over the pool."""
+
+    needs = frozenset({"references"})
+
+    def select(self, ctx: QueryContext, k: int) -> Selection:
+        pred = ctx.predict()
+        target = F.one_hot(ctx.ensemble_probs().argmax(1), pred.probs.shape[1]).to(pred.probs.dtype)
+        return Selection(kmeanspp_factored(pred.probs - target, pred.fused, k, ctx.generator,
+                                           candidates=~ctx.labeled))
