@@ -15,8 +15,8 @@ from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
 from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
 from mmal.models.classifier import ModelOutput, MultimodalClassifier, component_class
+from mmal.models.dropout import MaskKeys, counter_dropout
 from mmal.models.stacked import stack, unstack, unstackable_reason
-from mmal.seeding import derive_seed
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
@@ -286,23 +286,42 @@ class Trainer:
         weights come out as if it trained alone with its own seed. Sets each slot's steps and last loss, and
         a job's first slot's ``rng_after``.
 
-        Each member's randomness derives from its own seed: its batch order, its modality dropout and its
-        dropout (a model alone: the global generator, seeded; stacked: a generator of its own, seeded
-        alike, which draws the same numbers; a hook that draws, e.g. OGM-GE's noise, draws from it too). Every hook
+        Each member's randomness derives from its own seed: its batch order (a generator of its own), its
+        dropout and modality dropout masks (counter-based hashes of the seed, ``mmal.models.dropout``: the same
+        function alone and stacked, one batched computation for a stack), and a hook's draws, e.g. OGM-GE's
+        noise (alone the global generator, seeded; stacked a generator of its own, seeded alike). Every hook
         of the stack is one ``TrainingHook.stacked`` for it: the trainer's own, or the one the members' own hooks
         (equal keys: ``_groups``) make, which keeps each member's state in its own hook."""
         together = len(group) > 1
         members = [slot.member for slot in group]
         own = [[*self.hooks, *m.hooks] for m in members]  # hook i of every member: the trainer's, or its own
-        if together:
-            dropouts = [torch.Generator(device=self.device).manual_seed(slot.seed) for slot in group]
-            model = stack([m.model for m in members], dropouts)
-            hooks = [same[0].stacked(same, dropouts) for same in zip(*own)]
+        if together:  # a hook that draws (OGM-GE's noise) draws from its member's generator, seeded alike
+            generators = [torch.Generator(device=self.device).manual_seed(slot.seed) for slot in group]
+            model = stack([m.model for m in members], [slot.seed for slot in group])
+            hooks = [same[0].stacked(same, generators) for same in zip(*own)]
+            with_dropout = contextlib.nullcontext()
         else:
             model, hooks = members[0].model, own[0]
-            torch.manual_seed(group[0].seed)  # nn.Dropout draws from the global generator (forked: fit_jobs)
+            torch.manual_seed(group[0].seed)  # a hook's draws come from the global generator (forked: fit_jobs)
+            with_dropout = counter_dropout(model, group[0].seed)
+        with with_dropout:
+            losses, step = self._train(group, model, hooks)
+        if together:
+            unstack(model, [m.model for m in members])
+        last = losses.reshape(-1).tolist()
+        for k, slot in enumerate(group):
+            slot.steps, slot.last_loss = step, last[k]
+            if slot.first:  # where the job's global generator would be after training this member alone
+                slot.rng_after = (_seeded_state(self.device, slot.seed, generators[k]) if together
+                                  else _rng_state(self.device))
+
+    def _train(self, group: list[_Slot], model: nn.Module, hooks: list[TrainingHook]) -> tuple[Tensor, int]:
+        """``_fit_group``'s epochs: ``model`` (stacked when ``group`` has several slots) trained in place with
+        ``hooks``; returns the last step's per-member losses and the number of steps."""
+        together = len(group) > 1
+        members = [slot.member for slot in group]
         orders = [torch.Generator().manual_seed(slot.seed) for slot in group]
-        drops = [torch.Generator().manual_seed(derive_seed(slot.seed, "modality_dropout")) for slot in group]
+        drops = MaskKeys([slot.seed for slot in group], "modality_dropout", self.device)
         opt = self.optimizer(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")  # float16 never stacks
         # The training rows, (n, ...) for a model alone, (K, n, ...) stacked; batches take positions in them.
@@ -326,9 +345,9 @@ class Trainer:
             order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(self.device)  # (K, n)
             for pos in order.split(self.batch_size, dim=1):
                 mask = take(masks, pos)
-                if self.modality_dropout > 0:
-                    mask = (torch.stack([self._drop_modalities(m, g) for m, g in zip(mask, drops)]) if together
-                            else self._drop_modalities(mask, drops[0]))
+                if self.modality_dropout > 0:  # member k's draws at this step: one batched hash (mmal.models.dropout)
+                    kept = drops.keep(mask.shape[1:] if together else mask.shape, 1 - self.modality_dropout, step)
+                    mask = self._drop_modalities(mask, kept.reshape(mask.shape))
                 batches = [Batch({m: take(v, pos) for m, v in x.items()}, mask, take(ys, pos), step)]
                 for hook in hooks:  # a hook may make one batch several steps (MLA: one per modality)
                     batches = [part for batch in batches for part in hook.passes(batch)]
@@ -350,21 +369,14 @@ class Trainer:
                     scaler.step(opt)
                     scaler.update()
                 step += 1
-        if together:
-            unstack(model, [m.model for m in members])
-        last = losses.reshape(-1).tolist()
-        for k, slot in enumerate(group):
-            slot.steps, slot.last_loss = step, last[k]
-            if slot.first:  # where the job's global generator would be after training this member alone
-                slot.rng_after = (_seeded_state(self.device, slot.seed, dropouts[k]) if together
-                                  else _rng_state(self.device))
+        return losses, step
 
-    def _drop_modalities(self, mask: Tensor, g: torch.Generator) -> Tensor:
-        """Mask each present modality with probability ``modality_dropout``; a row left with none keeps its
-        own mask."""
-        dropped = torch.rand(mask.shape, generator=g).to(mask.device) < self.modality_dropout
-        kept = mask & ~dropped
-        return torch.where(kept.any(1, keepdim=True), kept, mask)
+    @staticmethod
+    def _drop_modalities(mask: Tensor, kept: Tensor) -> Tensor:
+        """``mask`` (..., M) with the modalities ``kept`` does not keep masked out (``kept`` holds True with
+        probability 1 - ``modality_dropout``); a row left with none keeps its own mask."""
+        kept = mask & kept
+        return torch.where(kept.any(-1, keepdim=True), kept, mask)
 
     @torch.inference_mode()
     def predict(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor | None = None,

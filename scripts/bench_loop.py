@@ -37,6 +37,7 @@ from hydra import compose, initialize_config_dir
 import mmal.schema  # noqa: F401  (registers the typed configs)
 from mmal.experiment import prepare
 from mmal.metrics.references import References
+from mmal.models.dropout import MaskKeys
 from mmal.training import Member
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -87,10 +88,11 @@ def floor(model: torch.nn.Module, sizes: list[int], epochs: int, batch_size: int
         return lambda: [op() for op in ops]
 
     def draws(b: int) -> Callable[[], None]:
-        """The step's dropout masks at batch size b, one generator per member, as ``StackedDropout`` draws."""
-        gens = [torch.Generator().manual_seed(k) for k in range(members)]
-        xs = [(p, torch.randn(b, width)) for p, width in drops]
-        return lambda: [x * torch.empty_like(x).bernoulli_(1 - p, generator=g).div_(1 - p) for p, x in xs for g in gens]
+        """The step's dropout masks at batch size b, every member's in one batched hash per layer, as
+        ``CounterDropout`` computes them."""
+        keys = MaskKeys(list(range(members)), "dropout")
+        xs = [(p, torch.randn(members, b, width)) for p, width in drops]
+        return lambda: [x * keys.keep(x.shape[1:], 1 - p, c).to(x.dtype).div_(1 - p) for c, (p, x) in enumerate(xs)]
 
     seconds = {"products": 0.0, "draws": 0.0}
     for b, count in batches.items():

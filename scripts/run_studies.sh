@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The sweeps behind docs/results/, at one training budget, N jobs at a time (joblib), into ROOT:
+# The sweeps behind docs/results/, at one training budget, N jobs at a time, into ROOT:
 #   bash scripts/run_studies.sh ROOT EPOCHS N_JOBS STUDY...
 # STUDY is one of: neglect, balance, balance_mfeat, balance_shared, competition, competition_aux,
 # real, real_watch. EPOCHS is the protocol's budget (50) or twice it (100); the conclusions at both are
 # compared in docs/results/README.md. With DEADLINE (seconds since the epoch) set, a sweep that would run
 # past it is stopped there; rerunning the same command resumes every unfinished job. EXTRA adds overrides to
-# every sweep (EXTRA="balance=none" runs only that column of the balance grids); PYTHON names the interpreter.
+# every sweep (EXTRA="balance=none" runs only that column of the balance grids); PYTHON names the interpreter;
+# LAUNCHER=stacked trains the jobs of each process as one stacked model (the same numbers, bitwise; joblib by
+# default).
 # Then: python scripts/aggregate.py ROOT/<study> --out docs/results/<study>_e<EPOCHS> [--cross balance]
 set -uo pipefail
 root=$1 epochs=$2 jobs=$3
 shift 3
-common=(hydra/launcher=joblib "hydra.launcher.n_jobs=$jobs" trainer.num_threads=1 trainer.device=cpu logger=none
+common=("hydra/launcher=${LAUNCHER:-joblib}" "hydra.launcher.n_jobs=$jobs" trainer.num_threads=1 trainer.device=cpu logger=none
         "trainer.epochs=$epochs")
 sweep() {  # sweep NAME OVERRIDES...: one Hydra multirun into ROOT/NAME
     local name=$1

@@ -4,8 +4,9 @@ The fused model and its unimodal references (``mmal.metrics.references``) are sm
 costs dispatch, not arithmetic, and three models cost three times one. ``stack(models)`` builds one module
 whose every ``nn.Linear`` holds the K weight matrices, (K, out, in), and applies them with one batched
 matrix product; every other layer already works on a leading member dimension (the models are written
-that way), and inputs and outputs carry it: x[m] (K, B, D), mask (K, B, M), logits (K, B, C). Dropout draws
-member k's masks from generator k, in the order and with the calls of ``nn.Dropout`` on a single model.
+that way), and inputs and outputs carry it: x[m] (K, B, D), mask (K, B, M), logits (K, B, C). Dropout takes
+member k's masks from its seed's counter-based stream (``mmal.models.dropout``), the masks the member draws
+training alone, all K members' in one batched hash.
 On one CPU thread every member's forward, gradients and optimizer updates are then bitwise those of the
 model alone (``tests/test_stacked.py``), except where a batched product takes another kernel than the
 layer's own: a batch of 1 or 3 rows, and tiny layers (a sweep of sizes found 4 -> 4, 4 -> 8 and 8 -> 4 on 8
@@ -25,6 +26,8 @@ import copy
 
 import torch
 from torch import Tensor, nn
+
+from mmal.models.dropout import CounterDropout, MaskKeys, dropout_layers, replace_module
 
 # PyTorch's modules that work on a leading member dimension: the containers, and the leaves that ``stack``
 # replaces or that are elementwise.
@@ -61,22 +64,6 @@ class _StackedLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad.sum(1).to(bias.dtype)
 
 
-class StackedDropout(nn.Module):
-    """Dropout for K members, member k's mask drawn from ``generators[k]`` exactly as ``nn.Dropout`` draws
-    it from the global generator (on CPU: a Bernoulli(1 - p) tensor, divided by 1 - p)."""
-
-    def __init__(self, p: float, generators: list[torch.Generator]):
-        super().__init__()
-        self.p, self.generators = p, generators
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0:
-            return x
-        noise = torch.stack([torch.empty_like(x[k]).bernoulli_(1 - self.p, generator=g)
-                             for k, g in enumerate(self.generators)])
-        return x * noise.div_(1 - self.p)
-
-
 def unstackable_reason(model: nn.Module) -> str | None:
     """Why ``model`` cannot stack (module docstring), naming the first module in the way; None when it can."""
     for name, module in model.named_modules():
@@ -93,15 +80,17 @@ def stackable(model: nn.Module) -> bool:
     return unstackable_reason(model) is None
 
 
-def stack(models: list[nn.Module], generators: list[torch.Generator]) -> nn.Module:
+def stack(models: list[nn.Module], seeds: list[int]) -> nn.Module:
     """One module training ``models`` (same architecture, each ``stackable``) together; member k's dropout
-    draws from ``generators[k]``. The members keep their own weights: ``unstack`` copies the result back."""
+    masks come from ``seeds[k]`` (``mmal.models.dropout``). The members keep their own weights: ``unstack``
+    copies the result back."""
     stacked = copy.deepcopy(models[0])
     for name, module in models[0].named_modules():
         if isinstance(module, nn.Linear):
-            _replace(stacked, name, StackedLinear([m.get_submodule(name) for m in models]))
-        elif isinstance(module, nn.Dropout):
-            _replace(stacked, name, StackedDropout(module.p, generators))
+            replace_module(stacked, name, StackedLinear([m.get_submodule(name) for m in models]))
+    keys = MaskKeys(seeds, "dropout", next(stacked.parameters()).device)
+    for i, (name, module) in enumerate(dropout_layers(stacked)):
+        replace_module(stacked, name, CounterDropout(module.p, keys, i, stacked=True))
     return stacked
 
 
@@ -114,8 +103,3 @@ def unstack(stacked: nn.Module, models: list[nn.Module]) -> None:
                     layer = model.get_submodule(name)
                     layer.weight.copy_(module.weight[k])
                     layer.bias.copy_(module.bias[k])
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent), child, new)
