@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sweeps behind docs/results/, at one training budget, N jobs at a time, into ROOT:
 #   bash scripts/run_studies.sh ROOT EPOCHS N_JOBS STUDY...
-# STUDY is one of: neglect, balance, balance_mfeat, balance_shared, competition, competition_aux,
+# STUDY is one of: synthetic, neglect, balance, balance_mfeat, balance_shared, competition, competition_aux,
 # real, real_watch. EPOCHS is the protocol's budget (50) or twice it (100); the conclusions at both are
 # compared in docs/results/README.md. With DEADLINE (seconds since the epoch) set, a sweep that would run
 # past it is stopped there; rerunning the same command resumes every unfinished job. EXTRA adds overrides to
@@ -33,6 +33,7 @@ sweep() {  # sweep NAME OVERRIDES...: one Hydra multirun into ROOT/NAME
 mkdir -p "$root"
 for study in "$@"; do
     case $study in
+        synthetic) sweep synthetic_study +experiment=synthetic_study ;;
         neglect) sweep neglect +experiment=neglect_study ;;
         balance) sweep balance/synthetic +experiment=balance_study ;;
         balance_mfeat) sweep balance/mfeat +experiment=balance_study_mfeat ;;
