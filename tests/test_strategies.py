@@ -19,11 +19,12 @@ from mmal.metrics.references import References
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import EarlyFusion, IntermediateFusion
-from mmal.query import Badge, EnsembleBadge, EnsembleDisagreement, QueryContext
+from mmal.query import Badge, EnsembleBadge, EnsembleDisagreement, PatternBadge, QueryContext
 from mmal.query.bmmal import contribution_weights, modality_contributions
 from mmal.query.deepfool import DeepFool
 from mmal.query.gap import GapSplit, gap_shares, modality_agreement
 from mmal.query.multimodal import Disagreement, ModalityEntropy
+from mmal.query.reference import split_budget
 from mmal.query.uncertainty import Margin, mutual_information
 from mmal.training import Predictions, Trainer
 
@@ -256,3 +257,42 @@ def test_ensemble_badge_is_badge_where_the_ensemble_agrees_and_draws_first_where
     ctx = _ctx(pool, model, trainer, references)
     ctx._cache["references"] = torch.stack([torch.where(torch.arange(len(pool))[:, None] == row, other, fused)] * 2, 1)
     assert int(EnsembleBadge().select(ctx, 5).indices[0]) == row
+
+
+def test_pattern_badge_gives_each_presence_pattern_its_share_of_the_disagreements(pool_and_model):
+    pool, model, trainer, references = pool_and_model
+    fused = _ctx(pool, model, trainer, references).predict().probs
+    only_a = ~pool.mask[:, 1]  # the pool's two patterns: a+b, and a alone (b missing on 30 % of rows)
+    labeled = _ctx(pool, model, trainer).labeled
+
+    def with_ensemble(disagree: torch.Tensor) -> QueryContext:
+        """A context whose references' ensemble names another class than the fused model on ``disagree``."""
+        ctx = _ctx(pool, model, trainer, references)
+        other = torch.where(disagree[:, None], torch.roll(fused, 1, dims=1), fused)
+        ctx._cache["references"] = torch.stack([other, other], 1)
+        return ctx
+
+    # They part ways only on rows that lack b: the whole batch comes from those rows.
+    ctx = with_ensemble(only_a)
+    picked = PatternBadge().select(ctx, 12)
+    assert only_a[picked.indices].all() and picked.statistics["query/share/a"] == 1.0
+    assert picked.statistics["query/disagreement/a"] == 1.0 and picked.statistics["query/disagreement/a+b"] == 0.0
+    # On 3 unlabeled rows of each pattern: half the batch each, BADGE inside each pattern.
+    rows = {name: (on & ~labeled).nonzero().squeeze(1)[:3] for name, on in (("a", only_a), ("a+b", ~only_a))}
+    disagree = torch.zeros(len(pool), dtype=torch.bool)
+    disagree[torch.cat(list(rows.values()))] = True
+    picked = PatternBadge().select(with_ensemble(disagree), 10)
+    assert (only_a[picked.indices].sum(), (~only_a[picked.indices]).sum()) == (5, 5)
+    # No disagreement: BADGE pick for pick.
+    agree = with_ensemble(torch.zeros(len(pool), dtype=torch.bool))
+    assert torch.equal(PatternBadge().select(agree, 15).indices,
+                       Badge().select(_ctx(pool, model, trainer, references), 15).indices)
+
+
+def test_split_budget_by_largest_remainders_within_capacity():
+    assert split_budget([0, 0], [5, 5], 3) is None
+    assert split_budget([3, 1], [10, 10], 8) == [6, 2]
+    assert split_budget([3, 1], [2, 10], 8) == [2, 6]  # the full part's surplus goes to the other
+    assert split_budget([5, 5, 5], [10, 10, 10], 10) == [4, 3, 3]  # one unit left: the first of equal remainders
+    assert split_budget([1, 0, 0], [1, 5, 5], 4) == [1, 2, 1]  # the weighted part full: the rest by room
+    assert split_budget([1, 1], [1, 1], 5) == [1, 1]  # never more than there is
