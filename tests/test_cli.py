@@ -138,6 +138,8 @@ BAD = [
     (["query=modality_entropy"], "needs per-modality predictions: use fusion=late or model.aux_heads=true"),
     (["query=ensemble_disagreement", "diagnostics.every=2"],
      "diagnostics.every=2: 1, since mmal.query.EnsembleDisagreement reads the unimodal references every cycle"),
+    (["query=deficit_bmmal", "diagnostics.every=3"],
+     "diagnostics.every=3: 1, since mmal.query.DeficitBMMAL reads the unimodal references every cycle"),
     (["query=pattern_badge", "diagnostics.every=0"],
      "diagnostics.every=0: 1, since mmal.query.PatternBadge reads the unimodal references every cycle"),
 ]

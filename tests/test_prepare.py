@@ -420,7 +420,7 @@ def test_prepared_fixtures_train_with_every_strategy_and_the_diagnostics(tmp_pat
                 progress=False)
         dataset = ["+experiment=cremad_raw", "model.encoders.audio.channels=[4,8]",
                    "model.encoders.visual.channels=[4,8]", "seed=0"]  # one seed of the experiment's grid
-    # The stacked launcher: the 18 jobs in one process, their MLPs stacked (the CNNs of cremad_raw train alone).
+    # The stacked launcher: the 19 jobs in one process, their MLPs stacked (the CNNs of cremad_raw train alone).
     args = ["-m", *dataset, "dataset.root=data", f"query={','.join(STRATEGIES)}", *SMALL_RUN,
             "hydra/launcher=stacked", "hydra.launcher.n_jobs=1",
             f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=${hydra.job.num}"]
@@ -429,7 +429,7 @@ def test_prepared_fixtures_train_with_every_strategy_and_the_diagnostics(tmp_pat
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "sweep").glob("*/metrics.jsonl"))
-    assert len(runs) == len(STRATEGIES) == 18
+    assert len(runs) == len(STRATEGIES) == 19
     modalities = ["image", "text"] if setting == "food101" else ["audio", "visual"]
     for path in runs:
         rows = read_jsonl(path)

@@ -19,12 +19,14 @@ from mmal.metrics.references import References
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
 from mmal.models.fusion import EarlyFusion, IntermediateFusion
-from mmal.query import Badge, EnsembleBadge, EnsembleDisagreement, PatternBadge, QueryContext
+from mmal.query import Badge, DeficitBMMAL, EnsembleBadge, EnsembleDisagreement, PatternBadge, QueryContext
+from mmal.query.badge import gradient_factor
 from mmal.query.bmmal import contribution_weights, modality_contributions
 from mmal.query.deepfool import DeepFool
 from mmal.query.gap import GapSplit, gap_shares, modality_agreement
 from mmal.query.multimodal import Disagreement, ModalityEntropy
-from mmal.query.reference import split_budget
+from mmal.query.reference import pool_deficits, split_budget
+from mmal.query.selection import kmeanspp_factored
 from mmal.query.uncertainty import Margin, mutual_information
 from mmal.training import Predictions, Trainer
 
@@ -296,3 +298,36 @@ def test_split_budget_by_largest_remainders_within_capacity():
     assert split_budget([5, 5, 5], [10, 10, 10], 10) == [4, 3, 3]  # one unit left: the first of equal remainders
     assert split_budget([1, 0, 0], [1, 5, 5], 4) == [1, 2, 1]  # the weighted part full: the rest by room
     assert split_budget([1, 1], [1, 1], 5) == [1, 1]  # never more than there is
+
+
+def test_deficit_bmmal_scales_each_modality_block_by_its_pool_deficit(pool_and_model):
+    pool, model, trainer, references = pool_and_model
+    ctx = _ctx(pool, model, trainer, references)
+    n, classes = len(pool), 4
+    # By hand: with only a present the fused model gives the reference's class 0.5 where the reference gives it
+    # 0.9 (deficit 0.4); with only b present it agrees with b's reference (deficit 0).
+    sure = torch.tensor([0.9, 0.1 / 3, 0.1 / 3, 0.1 / 3]).expand(n, classes)
+    half = torch.tensor([0.5, 0.5 / 3, 0.5 / 3, 0.5 / 3]).expand(n, classes)
+    ctx._cache["references"] = torch.stack([sure, sure], 1)
+    only = [pool.mask & (torch.arange(2) == i) for i in range(2)]
+    for mask, probs in zip(only, (half, sure)):
+        ctx._cache[mask.numpy().tobytes()] = Predictions(probs, probs, [probs, probs], None)
+    assert pool_deficits(ctx).tolist() == pytest.approx([0.4, 0.0], abs=1e-6)
+    picked = DeficitBMMAL().select(ctx, 9)
+    assert picked.statistics["query/deficit/a"] == pytest.approx(0.4, abs=1e-6)
+    pred = ctx.predict()
+    scaled = torch.cat([1.4 * pred.embeddings[0], pred.embeddings[1]], dim=1)
+    expected = kmeanspp_factored(gradient_factor(pred.probs),
+                                 scaled, 9, torch.Generator().manual_seed(0), candidates=~ctx.labeled)
+    assert torch.equal(picked.indices, expected)
+    # No deficit anywhere: the unscaled per-modality gradient embedding (BMMAL with every weight 1).
+    ctx = _ctx(pool, model, trainer, references)
+    ctx._cache["references"] = torch.stack([sure, sure], 1)
+    for mask in only:
+        ctx._cache[mask.numpy().tobytes()] = Predictions(sure, sure, [sure, sure], None)
+    assert pool_deficits(ctx).tolist() == [0.0, 0.0]
+    pred = ctx.predict()
+    unscaled = torch.cat(pred.embeddings, dim=1)
+    assert torch.equal(DeficitBMMAL().select(ctx, 9).indices,
+                       kmeanspp_factored(gradient_factor(pred.probs),
+                                         unscaled, 9, torch.Generator().manual_seed(0), candidates=~ctx.labeled))

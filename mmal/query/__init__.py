@@ -7,11 +7,11 @@ from mmal.query.gap import GapSplit
 from mmal.query.kmeans import KMeansSampling
 from mmal.query.multimodal import Disagreement, ModalityEntropy
 from mmal.query.random import RandomSampling
-from mmal.query.reference import EnsembleBadge, EnsembleDisagreement, PatternBadge
+from mmal.query.reference import DeficitBMMAL, EnsembleBadge, EnsembleDisagreement, PatternBadge
 from mmal.query.typiclust import TypiClust
 from mmal.query.uncertainty import BALD, Entropy, LeastConfidence, Margin
 
-__all__ = ["BALD", "BMMAL", "Badge", "Coreset", "DeepFool", "Disagreement", "EnsembleBadge", "EnsembleDisagreement",
-           "Entropy", "GapSplit", "KMeansSampling", "LeastConfidence", "Margin", "ModalityEntropy", "MultimodalCoreset",
-           "PatternBadge", "QueryContext", "QueryStrategy", "RandomSampling", "ScoringStrategy", "Selection",
-           "TypiClust", "top_k", "top_unexcluded"]
+__all__ = ["BALD", "BMMAL", "Badge", "Coreset", "DeepFool", "DeficitBMMAL", "Disagreement", "EnsembleBadge",
+           "EnsembleDisagreement", "Entropy", "GapSplit", "KMeansSampling", "LeastConfidence", "Margin",
+           "ModalityEntropy", "MultimodalCoreset", "PatternBadge", "QueryContext", "QueryStrategy", "RandomSampling",
+           "ScoringStrategy", "Selection", "TypiClust", "top_k", "top_unexcluded"]
