@@ -20,7 +20,7 @@ from scipy import stats
 from mmal.experiment import prepare
 from mmal.log import read_jsonl
 from mmal.metrics.bootstrap import interval, mean_difference_interval, resample_rows
-from mmal.metrics.modality import evaluate_subsets, modality_diagnostics
+from mmal.metrics.modality import cross_validated_probe_accuracy, evaluate_subsets, modality_diagnostics
 from mmal.metrics.references import ensemble_gap, ensemble_predictions
 from mmal.models import MultimodalClassifier
 from mmal.models.encoders import MLPEncoder
@@ -167,3 +167,18 @@ def test_ensemble_membership_is_decided_on_labeled_rows_and_ignores_the_test_lab
     assert all(permuted[f"ref_acc/{m}"] - permuted[f"chance/{m}"] < 0.05 for m in "abcd")
     assert true["input_cv_acc/a"] > 0.8 and true["input_cv_acc/d"] < 0.4
     assert true["ensemble_acc"] > true["ref_acc/a"]  # a, b and c together beat a alone
+
+
+def test_the_membership_probe_is_nan_where_no_stratified_split_exists():
+    # mfeat with a missing modality: 10 classes and a handful of labeled rows that have the modality, one per
+    # class. No stratified split exists; the probe says NaN (the modality stays out of the ensemble) instead of
+    # failing the run (it raised scikit-learn's "n_splits=2 cannot be greater than the number of members").
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    assert math.isnan(cross_validated_probe_accuracy(x, torch.arange(8)))
+    # One class with two rows is enough for two folds: a number.
+    y = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    assert 0 <= cross_validated_probe_accuracy(x, y) <= 1
+    # Separable by construction: two classes, ten rows each, apart on the first feature.
+    y = torch.arange(20) % 2
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(1)) + 6 * y[:, None].float()
+    assert cross_validated_probe_accuracy(x, y) == 1.0

@@ -96,9 +96,10 @@ def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test
 def cross_validated_probe_accuracy(x: Tensor, y: Tensor, folds: int = 5) -> float:
     """Mean accuracy of ``linear_probe_accuracy``'s probe over stratified folds of the rows ``x`` (n, ...)
     with labels ``y``: ``folds`` folds, fewer when the smallest class has fewer rows (at least 2), shuffled
-    with a fixed seed so the same rows give the same number. NaN with fewer than two classes or four rows."""
+    with a fixed seed so the same rows give the same number. NaN with fewer than two classes or four rows, or
+    when no class has two rows (no stratified split exists: 10 classes, 8 labeled rows)."""
     counts = y.bincount()
-    if (counts > 0).sum() < 2 or len(y) < 4:
+    if (counts > 0).sum() < 2 or len(y) < 4 or counts.max() < 2:
         return float("nan")
     splits = StratifiedKFold(int(min(folds, max(2, counts[counts > 0].min()))), shuffle=True, random_state=0)
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500))
