@@ -48,8 +48,8 @@ modality masked. On the test rows:
   what m alone allows, 1 = nothing (chance), negative = more than the reference (joint training helped m).
 - ``gap/neglect`` = the largest ``deficit`` over modalities; ``gap/neglect_repr`` the same at the
   representation level. A maximum of noisy numbers is biased upwards: under the symmetric control
-  (``pitfall=none``, random sampling, 10 seeds) its AUBC reads 0.061 (sd 0.036 over seeds) where
-  ``gap/ensemble`` reads -0.003 (sd 0.009; 95 % t-interval +- 0.006), so it is not the headline.
+  (``pitfall=none``, random sampling, 10 seeds) its AUBC reads 0.059 (sd 0.031 over seeds) where
+  ``gap/ensemble`` reads -0.004 (sd 0.008; 95 % t-interval +- 0.006), so it is not the headline.
 - Uncertainty: ``ci_lo/<key>`` and ``ci_hi/<key>`` bound the 95 % paired-bootstrap interval over test rows
   (``mmal.metrics.bootstrap``) of ``gap/ensemble`` (and each pattern's) and of each ``deficit/<m>`` (the
   chance level held at its full-sample value): both sides of each difference are recomputed on the same
