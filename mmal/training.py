@@ -73,19 +73,20 @@ def _set_rng_state(device: torch.device, state: RngState) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _seeded_state(device: torch.device, seed: int, dropout: torch.Generator) -> RngState:
-    """The global state after ``torch.manual_seed(seed)`` and the dropout draws that ``dropout`` (a generator
-    of ``device`` seeded ``seed``) has made since: dropout draws from the CPU generator on CPU, else from the
-    device's, and nothing else draws from the global generators during training."""
+def _seeded_state(device: torch.device, seed: int, drawn: torch.Generator) -> RngState:
+    """The global state after ``torch.manual_seed(seed)`` and the draws that ``drawn`` (a generator of
+    ``device`` seeded ``seed``: a member's, in a stack) has made since: a hook's draws (OGM-GE's noise) come
+    from the CPU generator on CPU, else from the device's, and nothing else draws from the global generators
+    during training (dropout masks are counter-based, ``mmal.models.dropout``)."""
     if device.type == "cuda":
-        return torch.Generator().manual_seed(seed).get_state(), dropout.get_state()
-    return dropout.get_state(), None
+        return torch.Generator().manual_seed(seed).get_state(), drawn.get_state()
+    return drawn.get_state(), None
 
 
 @dataclass(eq=False)
 class _Slot:
     """One member of one job in ``Trainer.fit_jobs``: its training seed, its job, whether it is the job's first
-    member (whose dropout draws stand for the job's global generator), and what its training left."""
+    member (whose random draws stand for the job's global generator), and what its training left."""
 
     member: Member
     seed: int
@@ -191,8 +192,8 @@ class Trainer:
 
     def fit(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor, seed: int) -> MultimodalClassifier:
         """Train ``model`` in place on rows ``idx`` of ``data`` (already on the device); ``seed`` fixes
-        batch order and dropout (drawn from the global generator). Raises ``DivergenceError`` when the
-        weights end non-finite."""
+        batch order, dropout masks (counter-based) and a hook's draws (the global generator). Raises
+        ``DivergenceError`` when the weights end non-finite."""
         self.fit_together([Member(model, data, idx)], seed)
         return model
 
@@ -203,7 +204,7 @@ class Trainer:
         stacked model: one forward and backward pass per step for all of them. On one CPU thread each
         member's weights are then bitwise those of training it alone (``tests/test_stacked.py``), except
         for a batch of 1 or 3 rows and tiny layers (``mmal.models.stacked``), where a batched product may round
-        differently (equal in distribution, as with another thread count). The first member's dropout draws
+        differently (equal in distribution, as with another thread count). The first member's random draws
         are those of the global generator seeded ``seed``, as ``fit`` does, and the global random state
         afterwards is that after fitting the first member alone. Stacking needs every hook ``stackable``
         (one that makes several steps of a batch, ``passes``, also every training row with every modality and
