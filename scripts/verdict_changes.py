@@ -26,7 +26,7 @@ def verdicts(text: str) -> dict[tuple[str, str, str], list[str]]:
             section = line[3:].strip()
         elif section and line.startswith("| ") and not line.startswith(("| setting", "|---")):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == 7 and all(c[-1:] in "+−·" for c in cells[2:6]):
+            if len(cells) == 7 and all(c.endswith(("+", "−", "·")) for c in cells[2:6]):
                 out[(section, cells[0], cells[1])] = [c[-1] for c in cells[2:6]]
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 
@@ -289,6 +290,13 @@ def test_pattern_badge_gives_each_presence_pattern_its_share_of_the_disagreement
     agree = with_ensemble(torch.zeros(len(pool), dtype=torch.bool))
     assert torch.equal(PatternBadge().select(agree, 15).indices,
                        Badge().select(_ctx(pool, model, trainer, references), 15).indices)
+    # Every row of one pattern (b present everywhere), disagreement or not: BADGE pick for pick.
+    whole = dataclasses.replace(pool, mask=torch.ones_like(pool.mask))
+    ctx = _ctx(whole, model, trainer, references)
+    ctx._cache["references"] = torch.stack([torch.roll(ctx.predict().probs, 1, dims=1)] * 2, 1)  # disagree
+    picked = PatternBadge().select(ctx, 15)
+    assert picked.statistics == {"query/share/a+b": 1.0, "query/disagreement/a+b": 1.0}
+    assert torch.equal(picked.indices, Badge().select(_ctx(whole, model, trainer, references), 15).indices)
 
 
 def test_split_budget_by_largest_remainders_within_capacity():

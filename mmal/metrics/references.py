@@ -236,6 +236,11 @@ def ensemble_probs(log_probs: list[Tensor | None], usable: list[bool], present: 
     return torch.softmax(total / count.clamp_min(1), dim=1)
 
 
+def pattern_name(modalities: tuple[str, ...], pattern: Tensor) -> str:
+    """A presence pattern (M,) bool as the modalities it has, ``a+b``; ``none`` for none."""
+    return "+".join(m for m, has in zip(modalities, pattern.tolist()) if has) or "none"
+
+
 def ensemble_gap(log_probs: list[Tensor | None], usable: list[bool], present: Tensor, y: Tensor,
                  fused_correct: Tensor, modalities: tuple[str, ...]) -> dict[str, float]:
     """``ensemble_acc``, ``gap/ensemble`` = ``ensemble_acc`` - the fused model's accuracy over all test rows,
@@ -251,8 +256,7 @@ def ensemble_gap(log_probs: list[Tensor | None], usable: list[bool], present: Te
     patterns = present.unique(dim=0)
     if len(patterns) > 1:
         for pattern in patterns:
-            name = "+".join(m for m, has in zip(modalities, pattern.tolist()) if has) or "none"
-            groups[per_modality(GAP_ENSEMBLE, name)] = (present == pattern).all(1)
+            groups[per_modality(GAP_ENSEMBLE, pattern_name(modalities, pattern))] = (present == pattern).all(1)
     for key, on in groups.items():
         ours, theirs = ensemble_correct[on], fused_correct[on]
         out[key] = (ours.float().mean() - theirs.float().mean()).item()

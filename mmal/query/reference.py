@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmal.metrics.references import pattern_name
 from mmal.query.badge import gradient_factor
 from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, Selection
 from mmal.query.selection import kmeanspp_factored
@@ -71,8 +72,8 @@ class PatternBadge(QueryStrategy):
         present, unlabeled = ctx.pool.mask, ~ctx.labeled
         disagree = (pred.probs.argmax(1) != ctx.ensemble_probs().argmax(1)) & unlabeled
         patterns, which = present.unique(dim=0, return_inverse=True)
-        counts = torch.stack([disagree[which == p].sum() for p in range(len(patterns))]).tolist()
-        available = torch.stack([(unlabeled & (which == p)).sum() for p in range(len(patterns))]).tolist()
+        counts = which[disagree].bincount(minlength=len(patterns)).tolist()
+        available = which[unlabeled].bincount(minlength=len(patterns)).tolist()
         shares = split_budget(counts, available, k)
         if shares is None:  # no disagreement anywhere: nothing to split by, BADGE over the whole pool
             picked = kmeanspp_factored(gradient, pred.fused, k, ctx.generator, candidates=unlabeled)
@@ -81,8 +82,8 @@ class PatternBadge(QueryStrategy):
                                                   candidates=unlabeled & (which == p))
                                 for p, share in enumerate(shares) if share])
         statistics = {}
-        for p, pattern in enumerate(patterns.tolist()):
-            name = "+".join(m for m, has in zip(ctx.pool.modalities, pattern) if has) or "none"
+        for p, pattern in enumerate(patterns):
+            name = pattern_name(ctx.pool.modalities, pattern)
             statistics[f"query/share/{name}"] = (which[picked] == p).sum().item() / k
             statistics[f"query/disagreement/{name}"] = counts[p] / max(available[p], 1)
         return Selection(picked, statistics)
@@ -115,7 +116,7 @@ def pool_deficits(ctx: QueryContext) -> Tensor:
     predicts than the reference does, on the unlabeled pool rows that have m: the mean of
     relu(r(ŷ) − f_m(ŷ)), with r the reference's probabilities, ŷ its class and f_m the fused model's with
     every other modality masked. A label-free stand-in for ``deficit/<m>`` (which is measured on test labels
-    that no strategy may read); 0 for a modality without a reference or an unlabeled row with it."""
+    that no strategy may read); 0 for a modality without a reference or without an unlabeled row that has it."""
     references, present = ctx.reference_probs(), ctx.pool.mask & ~ctx.labeled[:, None]
     out = torch.zeros(present.shape[1], device=present.device)
     for i, m in enumerate(ctx.pool.modalities):
