@@ -160,4 +160,7 @@ def model_builder(cfg: DictConfig, parts: Components, pool_size: int, shapes: di
     check_strategy(cfg, parts.strategy, model)
     if parts.balance:
         parts.balance.check(model)
+        if parts.balance.teaches_from_references and cfg.diagnostics.every != 1:
+            raise ConfigError("diagnostics.every", cfg.diagnostics.every,
+                              f"1, since balance={parts.balance.name} learns from the unimodal references every cycle")
     return build_model

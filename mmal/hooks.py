@@ -1,8 +1,9 @@
 """The seam for training-side methods: what a method may change in ``Trainer.fit`` without copying it.
 
 A method subclasses ``TrainingHook`` and overrides what it needs; every call defaults to doing nothing.
-Per training batch the trainer calls ``passes(batch)``, which may replace the batch by several training
-steps (e.g. one per modality); per step, in order of its hooks:
+Per training batch the trainer calls ``masked(model, batch)``, which may mask modalities out of the batch's rows
+(OPM), then ``passes(batch)``, which may replace the batch by several training steps (e.g. one per modality);
+per step, in order of its hooks:
 
     loss(model, out, batch) -> Tensor | None   a term added to the cross-entropy of the fused logits
     after_backward(model, out, batch)          after backward, before the optimizer step: modulate grads
@@ -69,6 +70,12 @@ class TrainingHook:
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
         """Called once before the first step of a ``fit``."""
+
+    def masked(self, model: nn.Module, batch: Batch) -> Batch:
+        """The batch the step trains on, with modalities masked out of some rows (``batch.mask`` changed, every
+        row kept): by default the batch itself. Called before ``passes``, after the trainer's modality dropout;
+        the model is in training mode and must be left so."""
+        return batch
 
     def passes(self, batch: Batch) -> list[Batch]:
         """The training steps of one batch, each a forward, backward and optimizer step: by default the

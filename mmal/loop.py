@@ -157,8 +157,16 @@ def active_learning(
         unimodal = references.members(initial, data, rows) if due else {}
         with _naming_cycle(cycle):
             fused = Member(model, data.pool, rows, hooks=(balance,) if balance else ())
-            training = Training([fused, *unimodal.values()], train_seed, trainer)
-            yield training
+            if balance is not None and balance.teaches_from_references:  # UMT: the references train first, as teachers
+                teachers = Training(list(unimodal.values()), train_seed, trainer)
+                yield teachers
+                balance.teach({m: member.model for m, member in unimodal.items()})
+                training = Training([fused], train_seed, trainer)
+                yield training
+                training.seconds += teachers.seconds
+            else:
+                training = Training([fused, *unimodal.values()], train_seed, trainer)
+                yield training
         record: dict[str, Any] = {names.CYCLE: cycle, names.N_LABELED: int(labeled.sum()),
                                   names.TIME_TRAIN: training.seconds}
         if balance:

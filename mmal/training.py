@@ -349,7 +349,10 @@ class Trainer:
                 if self.modality_dropout > 0:  # member k's draws at this step: one batched hash (mmal.models.dropout)
                     kept = drops.keep(mask.shape[1:] if together else mask.shape, 1 - self.modality_dropout, step)
                     mask = self._drop_modalities(mask, kept.reshape(mask.shape))
-                batches = [Batch({m: take(v, pos) for m, v in x.items()}, mask, take(ys, pos), step)]
+                batch = Batch({m: take(v, pos) for m, v in x.items()}, mask, take(ys, pos), step)
+                for hook in hooks:  # a hook may mask modalities out (OPM)
+                    batch = hook.masked(model, batch)
+                batches = [batch]
                 for hook in hooks:  # a hook may make one batch several steps (MLA: one per modality)
                     batches = [part for batch in batches for part in hook.passes(batch)]
                 for batch in batches:

@@ -2,7 +2,8 @@
 # The sweeps behind docs/results/, at one training budget, N jobs at a time, into ROOT:
 #   bash scripts/run_studies.sh ROOT EPOCHS N_JOBS STUDY...
 # STUDY is one of: synthetic, neglect, balance, balance_mfeat, balance_shared, competition, competition_aux,
-# real, real_watch. EPOCHS is the protocol's budget (50) or twice it (100); the conclusions at both are
+# real, real_watch, remedy (its five settings; docs/results/remedy_study).
+# EPOCHS is the protocol's budget (50) or twice it (100); the conclusions at both are
 # compared in docs/results/README.md. With DEADLINE (seconds since the epoch) set, a sweep that would run
 # past it is stopped there; rerunning the same command resumes every unfinished job. EXTRA adds overrides to
 # every sweep (EXTRA="balance=none" runs only that column of the balance grids); PYTHON names the interpreter;
@@ -44,6 +45,12 @@ for study in "$@"; do
         competition_aux) sweep competition_aux +experiment=competition_study_aux ;;
         real) sweep real +experiment=real_study ;;
         real_watch) sweep real_watch +experiment=real_study_watch ;;
+        remedy)
+            sweep remedy/competition +experiment=remedy_study pitfall=competition dataset.num_classes=10
+            sweep remedy/control +experiment=remedy_study pitfall=none dataset.num_classes=10
+            sweep remedy/none +experiment=remedy_study pitfall=none
+            sweep remedy/mfeat +experiment=remedy_study dataset=mfeat pitfall=none al.initial_size=10 al.query_size=10
+            sweep remedy/watch +experiment=remedy_study dataset=watch pitfall=none ;;
         *) echo "unknown study: $study" >&2; exit 2 ;;
     esac
 done

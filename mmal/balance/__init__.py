@@ -8,6 +8,8 @@ alone with plain cross-entropy, the yardstick the neglect measure compares the b
 from mmal.balance.base import BalanceMethod, modality_logits
 from mmal.balance.mla import MLA
 from mmal.balance.ogm_ge import OGMGE
+from mmal.balance.opm import OPM
 from mmal.balance.pmr import PMR
+from mmal.balance.umt import UMT
 
-__all__ = ["MLA", "OGMGE", "PMR", "BalanceMethod", "modality_logits"]
+__all__ = ["MLA", "OGMGE", "OPM", "PMR", "UMT", "BalanceMethod", "modality_logits"]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from mmal.errors import ConfigError, check_number
-from mmal.hooks import TrainingHook
+from mmal.hooks import Batch, TrainingHook
 from mmal.models.classifier import ModelOutput, MultimodalClassifier
 
 
@@ -31,6 +31,7 @@ class BalanceMethod(TrainingHook):
     """
 
     name: ClassVar[str] = ""
+    teaches_from_references: ClassVar[bool] = False  # UMT: the loop trains the references first, then ``teach``
     stackable = True
     window: tuple[float, float] = (0.0, 1.0)
     members: tuple[BalanceMethod, ...] = ()
@@ -42,6 +43,9 @@ class BalanceMethod(TrainingHook):
         lead = copy.copy(self)
         lead.members, lead.generators = tuple(hooks), tuple(generators)
         return lead
+
+    def teach(self, teachers: dict[str, MultimodalClassifier]) -> None:
+        """The cycle's trained unimodal references, for a method that ``teaches_from_references``."""
 
     def check(self, model: MultimodalClassifier) -> None:
         """Raise ``ConfigError`` when the method cannot train ``model``. By default: a method needs at least
@@ -109,3 +113,13 @@ def modality_logits(model: MultimodalClassifier, out: ModelOutput, mask: Tensor)
     finally:
         fusion.train(was_training)
     return torch.stack(per_modality)
+
+
+def modality_scores(model: MultimodalClassifier, out: ModelOutput, batch: Batch) -> Tensor:
+    """([K,] M): per modality m, the mean over the batch rows that have m of the softmax probability of the true
+    class from m alone (``modality_logits``); NaN for a modality no row of the batch has. The score by which
+    OGM-GE and OPM tell which modality dominates the batch."""
+    logits = modality_logits(model, out, batch.mask)  # (M, [K,] B, C)
+    truth = logits.softmax(-1).gather(-1, batch.y.expand(len(logits), *batch.y.shape)[..., None])[..., 0]
+    present = batch.mask.movedim(-1, 0).float()  # (M, [K,] B)
+    return ((truth * present).sum(-1) / present.sum(-1)).movedim(0, -1)

@@ -8,7 +8,7 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor, nn
 
-from mmal.balance.base import BalanceMethod, check_window, modality_logits
+from mmal.balance.base import BalanceMethod, check_window, modality_scores
 from mmal.errors import check_number
 from mmal.hooks import Batch
 from mmal.models.classifier import ModelOutput
@@ -86,10 +86,7 @@ class OGMGE(BalanceMethod):
         return ratios, torch.where(ratios > 1, slowed, torch.ones_like(ratios))
 
     def after_backward(self, model: nn.Module, out: ModelOutput, batch: Batch) -> None:
-        logits = modality_logits(model, out, batch.mask)  # (M, [K,] B, C)
-        truth = logits.softmax(-1).gather(-1, batch.y.expand(len(logits), *batch.y.shape)[..., None])[..., 0]
-        present = batch.mask.movedim(-1, 0).float()  # (M, [K,] B)
-        scores = ((truth * present).sum(-1) / present.sum(-1)).movedim(0, -1)  # ([K,] M); NaN: m absent from the batch
+        scores = modality_scores(model, out, batch)  # ([K,] M); NaN: m absent from the batch
         ratios, coeffs = self.coefficients(scores)
         in_window = self.in_window(batch.step)
         stacked = bool(self.members)
