@@ -2,7 +2,7 @@
 # The sweeps behind docs/results/, at one training budget, N jobs at a time, into ROOT:
 #   bash scripts/run_studies.sh ROOT EPOCHS N_JOBS STUDY...
 # STUDY is one of: synthetic, neglect, balance, balance_mfeat, balance_shared, competition, competition_aux,
-# real, real_watch, remedy (its five settings; docs/results/remedy_study).
+# real, real_watch, remedy and remedy_methods (its five settings; docs/results/remedy_study).
 # EPOCHS is the protocol's budget (50) or twice it (100); the conclusions at both are
 # compared in docs/results/README.md. With DEADLINE (seconds since the epoch) set, a sweep that would run
 # past it is stopped there; rerunning the same command resumes every unfinished job. EXTRA adds overrides to
@@ -51,6 +51,14 @@ for study in "$@"; do
             sweep remedy/none +experiment=remedy_study pitfall=none
             sweep remedy/mfeat +experiment=remedy_study dataset=mfeat pitfall=none al.initial_size=10 al.query_size=10
             sweep remedy/watch +experiment=remedy_study dataset=watch pitfall=none ;;
+        remedy_methods)  # the training methods beyond modality dropout, with random and BADGE
+            m=(balance=opm,umt query=random,badge)
+            sweep remedy/competition_methods +experiment=remedy_study "${m[@]}" pitfall=competition dataset.num_classes=10
+            sweep remedy/control_methods +experiment=remedy_study "${m[@]}" pitfall=none dataset.num_classes=10
+            sweep remedy/none_methods +experiment=remedy_study "${m[@]}" pitfall=none
+            sweep remedy/mfeat_methods +experiment=remedy_study "${m[@]}" dataset=mfeat pitfall=none \
+                al.initial_size=10 al.query_size=10
+            sweep remedy/watch_methods +experiment=remedy_study "${m[@]}" dataset=watch pitfall=none ;;
         *) echo "unknown study: $study" >&2; exit 2 ;;
     esac
 done
