@@ -7,9 +7,10 @@ alone with plain cross-entropy, the yardstick the neglect measure compares the b
 
 from mmal.balance.base import BalanceMethod, modality_logits
 from mmal.balance.mla import MLA
+from mmal.balance.mmpareto import MMPareto
 from mmal.balance.ogm_ge import OGMGE
 from mmal.balance.opm import OPM
 from mmal.balance.pmr import PMR
 from mmal.balance.umt import UMT
 
-__all__ = ["MLA", "OGMGE", "OPM", "PMR", "UMT", "BalanceMethod", "modality_logits"]
+__all__ = ["MLA", "MMPareto", "OGMGE", "OPM", "PMR", "UMT", "BalanceMethod", "modality_logits"]

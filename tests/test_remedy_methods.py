@@ -1,6 +1,6 @@
-"""OPM and UMT (mmal.balance.opm, mmal.balance.umt): each rule against its authors' formula written out here, the
-missing-modality cases, the window, the AL loop training UMT's teachers first (the references' numbers unchanged),
-and the fused models of several jobs trained as one stack, each bitwise as alone."""
+"""OPM, UMT and MMPareto (mmal.balance.opm, .umt, .mmpareto): each rule against its authors' formula written out
+here, the missing-modality cases, the window, the AL loop training UMT's teachers first (the references' numbers
+unchanged), and the fused models of several jobs trained as one stack, each bitwise as alone."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY, compose_config
-from test_balance import MISSING_B, _jobs, _model_and_batch, _same_state, _scores, _stacked_and_alone
+from test_balance import MISSING_B, NO_DROPOUT, _jobs, _model_and_batch, _same_state, _scores, _stacked_and_alone
 
-from mmal.balance import OPM, UMT
+from mmal.balance import OPM, UMT, MMPareto
+from mmal.balance.mmpareto import min_norm_weight
 from mmal.errors import ConfigError
 from mmal.experiment import prepare
 from mmal.hooks import Batch
@@ -139,8 +141,9 @@ def test_a_umt_run_trains_the_references_first_with_their_numbers_unchanged_and_
 
 
 @pytest.mark.parametrize("overrides", [["balance=opm", *MISSING_B], ["balance=opm", "trainer.modality_dropout=0.3"],
-                                       ["balance=umt", *MISSING_B]], ids=["opm+missing", "opm+modality_dropout", "umt"])
-def test_fused_models_of_several_jobs_with_opm_or_umt_stack_bitwise_as_each_alone(overrides):
+                                       ["balance=umt", *MISSING_B], ["balance=mmpareto", *MISSING_B]],
+                         ids=["opm+missing", "opm+modality_dropout", "umt", "mmpareto+missing"])
+def test_fused_models_of_several_jobs_with_each_new_method_stack_bitwise_as_each_alone(overrides):
     exp = prepare(compose_config([*TINY, "trainer.batch_size=16", "diagnostics.every=1", *overrides]))
     jobs = [(model, exp.data.pool, rows, seed) for model, rows, seed in _jobs(exp)]
     teachers = [_teachers(exp, copy.deepcopy(model), rows, seed) for model, _, rows, seed in jobs]
@@ -160,3 +163,74 @@ def test_fused_models_of_several_jobs_with_opm_or_umt_stack_bitwise_as_each_alon
         assert torch.equal(state_a, state_b)
     states = [member.hooks[0].state() for member in stacked]
     assert states[0] != states[1] != states[2]
+
+
+def _min_norm_element_from2(v1v1: float, v1v2: float, v2v2: float) -> float:
+    """The authors' ``MinNormSolver._min_norm_element_from2`` (MMPareto_ICML2024, code/min_norm_solvers.py)."""
+    if v1v2 >= v1v1:
+        return 0.999
+    if v1v2 >= v2v2:
+        return 0.001
+    return -1.0 * ((v1v2 - v2v2) / (v1v1 + v2v2 - 2 * v1v2))
+
+
+def test_mmpareto_min_norm_weight_is_the_authors_two_task_solver():
+    cases = [(4.0, -1.0, 2.0), (1.0, 2.0, 9.0), (9.0, 2.0, 1.0), (1.0, -0.5, 1.0), (2.0, 0.0, 0.0)]
+    for v11, v12, v22 in cases:
+        got = min_norm_weight(*(torch.tensor(v, dtype=torch.float64) for v in (v11, v12, v22)))
+        assert got.item() == pytest.approx(_min_norm_element_from2(v11, v12, v22))
+    # x1 = (2, 0), x2 = (-1, 1): |c x1 + (1 - c) x2|^2 = (3c - 1)^2 + (1 - c)^2 is smallest at c = 0.4
+    assert min_norm_weight(torch.tensor(4.0), torch.tensor(-2.0), torch.tensor(2.0)).item() == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("seed", [0, 11], ids=["gradients-agree", "both-conflict"])
+def test_mmpareto_gives_each_encoder_the_authors_combination_of_its_multimodal_and_unimodal_gradients(seed):
+    exp = prepare(compose_config([*TINY, *NO_DROPOUT, "balance=mmpareto", *MISSING_B]))
+    torch.manual_seed(seed)  # initial weights whose two gradients agree on both encoders (0), conflict on both (11)
+    model = exp.build_model().train()
+    pool, idx = exp.data.pool, torch.arange(64)
+    batch = Batch({m: v[idx] for m, v in pool.x.items()}, pool.mask[idx], pool.y[idx], step=0)
+    # expected: the gradients of L_mm, of each L_m and of their sum, from a copy of the model
+    twin = copy.deepcopy(model)
+    out = twin(batch.x, batch.mask)
+    fused = F.cross_entropy(out.logits, batch.y)
+    unimodal = sum(F.cross_entropy(out.aux_logits[batch.mask[:, i], i], batch.y[batch.mask[:, i]]) for i in range(2))
+    params = [list(enc.parameters()) for enc in twin.encoders]
+    flat = [p for group in params for p in group]
+    g_mm = torch.autograd.grad(fused, flat, retain_graph=True)
+    g_u = torch.autograd.grad(unimodal, flat, retain_graph=True)
+    (fused + unimodal).backward()
+    expected, weights, first = [], [], 0
+    for group in params:
+        a, b = g_mm[first:first + len(group)], g_u[first:first + len(group)]
+        first += len(group)
+        v11, v12, v22 = (sum(float((x * y).sum()) for x, y in zip(u, v)) for u, v in ((a, a), (a, b), (b, b)))
+        cos = v12 / math.sqrt(v11 * v22)
+        k = 0.5 if cos > 0 else _min_norm_element_from2(v11, v12, v22)
+        weights.append(1 - k)
+        for p, x, y in zip(group, a, b):
+            new = 2 * k * x + 2 * (1 - k) * y
+            expected.append(1.5 * max(1.0, float(p.grad.norm() / new.norm())) * new)
+    # the method, inside the trainer's step: its loss term, backward, after_backward
+    hook = exp.balance
+    hook.start(model, None, total_steps=10)
+    out = model(batch.x, batch.mask)
+    (F.cross_entropy(out.logits, batch.y) + hook.loss(model, out, batch)).backward()
+    heads_before = {n: p.grad.clone() for n, p in model.named_parameters() if not n.startswith("encoders")}
+    hook.after_backward(model, out, batch)
+    got = [p.grad for enc in model.encoders for p in enc.parameters()]
+    assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-7) for g, e in zip(got, expected))
+    assert all(torch.equal(p.grad, heads_before[n]) for n, p in model.named_parameters() if n in heads_before)
+    state = hook.state()
+    assert [state["mmpareto_weight/a"], state["mmpareto_weight/b"]] == pytest.approx(weights, abs=1e-5)
+    assert all(w == 0.5 for w in weights) if seed == 0 else all(w < 0.5 for w in weights)
+
+
+def test_mmpareto_needs_the_unimodal_heads_and_turns_them_on():
+    cfg = compose_config([*TINY, "balance=mmpareto"])
+    assert cfg.model.aux_heads is True and cfg.trainer.aux_weight == 0
+    with pytest.raises(ConfigError, match=r"balance='mmpareto': needs the unimodal heads: model.aux_heads=true"):
+        prepare(compose_config([*TINY, "balance=mmpareto", "model.aux_heads=false"]))
+    with pytest.raises(ConfigError, match=r"balance.gamma=0: a number > 0"):
+        prepare(compose_config([*TINY, "balance=mmpareto", "balance.gamma=0"]))
+    assert isinstance(prepare(compose_config([*TINY, "balance=mmpareto"])).balance, MMPareto)
