@@ -51,10 +51,13 @@ for study in "$@"; do
             sweep remedy/none +experiment=remedy_study pitfall=none
             sweep remedy/mfeat +experiment=remedy_study dataset=mfeat pitfall=none al.initial_size=10 al.query_size=10
             sweep remedy/watch +experiment=remedy_study dataset=watch pitfall=none ;;
-        remedy_methods)  # the training methods beyond modality dropout, with random and BADGE
-            m=(balance=opm,umt query=random,badge)
+        remedy_methods)  # the training methods beyond modality dropout, with random and BADGE; MMPareto needs the
+            # auxiliary heads, a remedy of their own, so it runs beside plain training with them
+            m=(balance=opm,umt query=random,badge) h=(balance=none,mmpareto model.aux_heads=true query=random,badge)
             sweep remedy/competition_methods +experiment=remedy_study "${m[@]}" pitfall=competition dataset.num_classes=10
+            sweep remedy/competition_heads +experiment=remedy_study "${h[@]}" pitfall=competition dataset.num_classes=10
             sweep remedy/control_methods +experiment=remedy_study "${m[@]}" pitfall=none dataset.num_classes=10
+            sweep remedy/control_heads +experiment=remedy_study "${h[@]}" pitfall=none dataset.num_classes=10
             sweep remedy/none_methods +experiment=remedy_study "${m[@]}" pitfall=none
             sweep remedy/mfeat_methods +experiment=remedy_study "${m[@]}" dataset=mfeat pitfall=none \
                 al.initial_size=10 al.query_size=10
