@@ -389,19 +389,25 @@ MISSING_B = ["pitfall=missing_modality", "pitfall.missing_rate=[0.0,0.7]"]
 def test_fused_models_of_several_jobs_with_one_method_stack_bitwise_as_each_alone(overrides):
     exp = prepare(compose_config([*TINY, "trainer.batch_size=16", *overrides]))
     jobs = [(model, exp.data.pool, rows, seed) for model, rows, seed in _jobs(exp)]
-    hooks = lambda j: (copy.deepcopy(exp.balance),)  # noqa: E731  (a fresh hook per job and training)
+    states = assert_one_stack_as_each_alone(exp.trainer, jobs, lambda j: (copy.deepcopy(exp.balance),))
+    assert all(not math.isnan(value) for value in states[0].values())  # the method acted, its state is the job's own
+
+
+def assert_one_stack_as_each_alone(trainer: Trainer, jobs, hooks) -> list[dict[str, float]]:
+    """The jobs' fused models, each with a fresh ``hooks(j)``, make one stack, and train in it bitwise as each
+    alone: weights, the method's state, and the global random state the job goes on with (a method's draws come
+    from the member's own generator). Returns the stacked members' states, which must differ from job to job."""
     slots = [_Slot(Member(model, data, rows, hooks=hooks(j)), seed, j, True)
              for j, (model, data, rows, seed) in enumerate(jobs)]
-    assert [len(group) for group in exp.trainer._groups(slots)] == [3]  # one stack
-    stacked, alone, (after_alone, after_stacked) = _stacked_and_alone(exp.trainer, jobs, hooks)
+    assert [len(group) for group in trainer._groups(slots)] == [len(jobs)]  # one stack
+    stacked, alone, (after_alone, after_stacked) = _stacked_and_alone(trainer, jobs, hooks)
     for a, b, state_a, state_b in zip(alone, stacked, after_alone, after_stacked):
         assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
         assert _same_state(a.hooks[0].state(), b.hooks[0].state()), (a.hooks[0].state(), b.hooks[0].state())
-        # the global random state the job goes on with: OGM-GE's noise drew from the member's own generator
         assert torch.equal(state_a, state_b)
     states = [member.hooks[0].state() for member in stacked]
-    assert all(not math.isnan(value) for value in states[0].values())  # the method acted, its state is the job's own
     assert states[0] != states[1] != states[2]
+    return states
 
 
 def test_members_with_other_methods_or_settings_train_apart_each_as_alone():

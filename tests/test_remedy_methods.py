@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY, compose_config
-from test_balance import MISSING_B, NO_DROPOUT, _jobs, _model_and_batch, _same_state, _scores, _stacked_and_alone
+from test_balance import MISSING_B, NO_DROPOUT, _jobs, _model_and_batch, _scores, assert_one_stack_as_each_alone
 
 from mmal.balance import OPM, UMT, MMPareto
 from mmal.balance.mmpareto import min_norm_weight
@@ -21,7 +21,6 @@ from mmal.hooks import Batch
 from mmal.log import read_jsonl
 from mmal.metrics.references import References
 from mmal.train import run
-from mmal.training import Member, _Slot
 
 
 def _calcu_q(p1: float, p2: float, q_base: float, lam: float) -> tuple[float, float]:
@@ -153,16 +152,7 @@ def test_fused_models_of_several_jobs_with_each_new_method_stack_bitwise_as_each
         hook.teach(teachers[j])
         return (hook,)
 
-    slots = [_Slot(Member(model, data, rows, hooks=hooks(j)), seed, j, True)
-             for j, (model, data, rows, seed) in enumerate(jobs)]
-    assert [len(group) for group in exp.trainer._groups(slots)] == [3]  # one stack
-    stacked, alone, (after_alone, after_stacked) = _stacked_and_alone(exp.trainer, jobs, hooks)
-    for a, b, state_a, state_b in zip(alone, stacked, after_alone, after_stacked):
-        assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
-        assert _same_state(a.hooks[0].state(), b.hooks[0].state()), (a.hooks[0].state(), b.hooks[0].state())
-        assert torch.equal(state_a, state_b)
-    states = [member.hooks[0].state() for member in stacked]
-    assert states[0] != states[1] != states[2]
+    assert_one_stack_as_each_alone(exp.trainer, jobs, hooks)
 
 
 def _min_norm_element_from2(v1v1: float, v1v2: float, v2v2: float) -> float:
