@@ -74,14 +74,43 @@ def table(pairs: dict[str, dict[str, dict[str, float]]], reference: str, against
     return md
 
 
+def short(setting: str) -> str:
+    """A setting's name in a column head: the dataset (synthetic unless set), the pitfall, the classes if set."""
+    parts = dict(part.split("=", 1) for part in setting.split(",") if "=" in part)
+    name = f"{parts.get('dataset', 'synthetic')}, {parts.get('pitfall', 'none')}"
+    return name + (f", {parts['dataset.num_classes']} classes" if "dataset.num_classes" in parts else "")
+
+
+def against_table(by_setting: dict[str, dict[str, dict[str, dict[str, float]]]], against: str) -> list[str]:
+    """Rows: every training + strategy that is not ``against``; columns: settings; cell: its AUBC(acc) minus that
+    of the same training with ``against``, paired over seeds (**bold** / *italic*: significantly better / worse)."""
+    acc = next(iter(KEYS))
+    settings = sorted(by_setting, key=short)
+    rows = sorted({p for pairs in by_setting.values() for p in pairs if not p.endswith(f"+{against}")})
+    md = ["| training + strategy | " + " | ".join(short(s) for s in settings) + " |",
+          "|" + "---|" * (len(settings) + 1)]
+    for pair in rows:
+        cells = []
+        for setting in settings:
+            pairs = by_setting[setting]
+            same = pairs.get(f"{pair.rsplit('+', 1)[0]}+{against}")
+            cells.append(_cell(pairs[pair][acc], same[acc], True).split(" (p")[0] if pair in pairs and same else "")
+        md.append(f"| {pair} | " + " | ".join(cells) + " |")
+    return md
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--reference", default="modality_dropout+badge", help="the pair every row is compared with")
     parser.add_argument("--against", default="badge", help="the strategy each row is compared with, same training")
     args = parser.parse_args(argv)
-    for setting, pairs in sorted(pairs_by_setting(args.root).items()):
-        print(f"\n**{setting}**\n")
+    by_setting = pairs_by_setting(args.root)
+    print(f"**AUBC(acc) against the same training with {args.against}**, mean difference ± 95 % t-interval over "
+          "seeds (**bold**: significantly better, *italic*: significantly worse, p < 0.05)\n")
+    print("\n".join(against_table(by_setting, args.against)))
+    for setting, pairs in sorted(by_setting.items(), key=lambda item: short(item[0])):
+        print(f"\n**{short(setting)}** (`{setting}`)\n")
         print("\n".join(table(pairs, args.reference, args.against)))
 
 
