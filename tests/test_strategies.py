@@ -24,9 +24,10 @@ from mmal.query import Badge, DeficitBMMAL, EnsembleBadge, EnsembleDisagreement,
 from mmal.query.badge import gradient_factor
 from mmal.query.bmmal import contribution_weights, modality_contributions
 from mmal.query.deepfool import DeepFool
+from mmal.query.deficit_bmmal import pool_deficits
 from mmal.query.gap import GapSplit, gap_shares, modality_agreement
 from mmal.query.multimodal import Disagreement, ModalityEntropy
-from mmal.query.reference import pool_deficits, split_budget
+from mmal.query.pattern_badge import split_budget
 from mmal.query.selection import kmeanspp_factored
 from mmal.query.uncertainty import Margin, mutual_information
 from mmal.training import Predictions, Trainer

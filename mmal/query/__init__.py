@@ -3,11 +3,13 @@ from mmal.query.base import QueryContext, QueryStrategy, ScoringStrategy, Select
 from mmal.query.bmmal import BMMAL
 from mmal.query.coreset import Coreset, MultimodalCoreset
 from mmal.query.deepfool import DeepFool
+from mmal.query.deficit_bmmal import DeficitBMMAL
+from mmal.query.ensemble import EnsembleBadge, EnsembleDisagreement
 from mmal.query.gap import GapSplit
 from mmal.query.kmeans import KMeansSampling
 from mmal.query.multimodal import Disagreement, ModalityEntropy
+from mmal.query.pattern_badge import PatternBadge
 from mmal.query.random import RandomSampling
-from mmal.query.reference import DeficitBMMAL, EnsembleBadge, EnsembleDisagreement, PatternBadge
 from mmal.query.typiclust import TypiClust
 from mmal.query.uncertainty import BALD, Entropy, LeastConfidence, Margin
 
