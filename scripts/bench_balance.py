@@ -5,8 +5,9 @@
 The training work of a default run's cycles (20, 40, ..., 220 labeled rows; the fused model with the
 method, and its unimodal references, which every method leaves plain), per method, on one thread; the ratio
 against `balance=none` with the same fusion. MLA needs `fusion=shared`: it is compared with `none` on that
-fusion. The row `alone` is plain training with the fused model trained apart from its references, as every
-method with a rule of its own trains it: the part of a method's cost that is lost stacking.
+fusion. MMPareto turns on the auxiliary heads (its ratio includes them); UMT trains the references first. The
+row `alone` is plain training with the fused model trained apart from its references, as every method with a
+rule of its own trains it: the part of a method's cost that is lost stacking.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # "alone": plain training, but the fused model apart from its references, as with any method of its own (a
 # no-op hook): what a method pays for losing the stacking, before its own work.
 METHODS = [("none", "intermediate"), ("alone", "intermediate"), ("ogm_ge", "intermediate"), ("pmr", "intermediate"),
-           ("modality_dropout", "intermediate"), ("none", "shared"), ("mla", "shared")]
+           ("modality_dropout", "intermediate"), ("opm", "intermediate"), ("umt", "intermediate"),
+           ("mmpareto", "intermediate"), ("none", "shared"), ("mla", "shared")]
 
 
 def training_seconds(overrides: list[str], balance: str, fusion: str) -> float:
@@ -45,9 +47,14 @@ def training_seconds(overrides: list[str], balance: str, fusion: str) -> float:
     start = time.perf_counter()
     for cycle in range(protocol.cycles + 1):
         rows = torch.arange(protocol.initial_size + cycle * protocol.query_size)
-        members = [Member(copy.deepcopy(initial), exp.data.pool, rows, hooks=hooks),
-                   *References().members(initial, exp.data, rows).values()]
-        exp.trainer.fit_together(members, cycle)
+        fused = Member(copy.deepcopy(initial), exp.data.pool, rows, hooks=hooks)
+        references = References().members(initial, exp.data, rows)
+        if exp.balance and exp.balance.teaches_from_references:  # UMT: the references first, as the loop does
+            exp.trainer.fit_together(list(references.values()), cycle)
+            exp.balance.teach({m: member.model for m, member in references.items()})
+            exp.trainer.fit_together([fused], cycle)
+        else:
+            exp.trainer.fit_together([fused, *references.values()], cycle)
     return time.perf_counter() - start
 
 
