@@ -52,7 +52,8 @@ def initial_model(build_model: Callable[[], MultimodalClassifier], seed: int) ->
 @dataclass
 class Training:
     """What a cycle asks to have trained before it goes on: its members (the fused model first, then the
-    references that are due), with the cycle's training seed, by its trainer (``Trainer.fit_together``).
+    references that are due; with a method that learns from the references, UMT, the references alone and then
+    the fused model alone, two trainings), with the cycle's training seed, by its trainer (``Trainer.fit_together``).
     ``seconds``: how long the training call that trained them took (set by whoever trained them; stacked with
     other runs' members, the whole stack's time)."""
 
