@@ -98,6 +98,29 @@ class TrainingHook:
         optimizer step (e.g. scale a modality's)."""
 
 
+def drop_modalities(mask: Tensor, kept: Tensor) -> Tensor:
+    """``mask`` (..., M) with the modalities ``kept`` does not keep masked out; a row left with none keeps its
+    own mask (modality dropout, OPM)."""
+    kept = mask & kept
+    return torch.where(kept.any(-1, keepdim=True), kept, mask)
+
+
+def fused_cross_entropy(out: ModelOutput, y: Tensor) -> Tensor:
+    """The cross-entropy of the fused logits: the batch mean for a model alone (``y`` (B,)), each member's own
+    mean, (K,), for a stacked model (``y`` (K, B)), so that each member's gradient is that of its loss alone."""
+    if y.dim() == 1:
+        return F.cross_entropy(out.logits.float(), y)
+    return F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+
+
+def head_cross_entropy(out: ModelOutput, batch: Batch) -> Tensor:
+    """([K,] B, M): the cross-entropy of each auxiliary head on each row (every row, present or not: weigh by
+    ``batch.mask``)."""
+    targets = batch.y[..., None].expand(batch.mask.shape)  # each row's label for each of its modalities
+    return F.cross_entropy(out.aux_logits.float().flatten(0, -2), targets.flatten(),
+                           reduction="none").view(batch.mask.shape)
+
+
 class AuxiliaryHeadLoss(TrainingHook):
     """``weight`` x the mean cross-entropy of the auxiliary per-modality heads (as in BMMAL), over the
     (sample, modality) pairs where the modality is present: a missing modality never teaches its head.
@@ -112,7 +135,5 @@ class AuxiliaryHeadLoss(TrainingHook):
         if out.aux_logits is None or self.weight <= 0:
             return None
         keep = batch.mask.float()  # (B, M), or (K, B, M) stacked
-        targets = batch.y[..., None].expand(batch.mask.shape)  # each sample's label for each of its modalities
-        per = F.cross_entropy(out.aux_logits.float().flatten(0, -2), targets.flatten(),
-                              reduction="none").view(keep.shape)
+        per = head_cross_entropy(out, batch)
         return self.weight * ((per * keep).sum((-2, -1)) / keep.sum((-2, -1)).clamp_min(1)).sum()

@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmal import kernels
 from mmal.data.multimodal import MultimodalData
 from mmal.errors import ConfigError, check_choice, check_int, check_number
-from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook
+from mmal.hooks import AuxiliaryHeadLoss, Batch, TrainingHook, drop_modalities, fused_cross_entropy
 from mmal.models.classifier import ModelOutput, MultimodalClassifier, component_class
 from mmal.models.dropout import MaskKeys, counter_dropout
 from mmal.models.stacked import stack, unstack, unstackable_reason
@@ -348,7 +347,7 @@ class Trainer:
                 mask = take(masks, pos)
                 if self.modality_dropout > 0:  # member k's draws at this step: one batched hash (mmal.models.dropout)
                     kept = drops.keep(mask.shape[1:] if together else mask.shape, 1 - self.modality_dropout, step)
-                    mask = self._drop_modalities(mask, kept.reshape(mask.shape))
+                    mask = drop_modalities(mask, kept.reshape(mask.shape))
                 batch = Batch({m: take(v, pos) for m, v in x.items()}, mask, take(ys, pos), step)
                 for hook in hooks:  # a hook may mask modalities out (OPM)
                     batch = hook.masked(model, batch)
@@ -358,12 +357,8 @@ class Trainer:
                 for batch in batches:
                     with self._autocast():
                         out = model(batch.x, batch.mask)
-                        if together:  # each member's gradient is that of its own mean loss
-                            losses = F.cross_entropy(out.logits.float().flatten(0, 1), batch.y.flatten(),
-                                                     reduction="none").view(batch.y.shape).mean(1)  # (K,)
-                            loss = losses.sum()
-                        else:
-                            losses = loss = F.cross_entropy(out.logits.float(), batch.y)
+                        losses = fused_cross_entropy(out, batch.y)  # stacked: each member's own, (K,)
+                        loss = losses.sum()
                         loss = _with_hook_terms(loss, hooks, model, out, batch)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -374,13 +369,6 @@ class Trainer:
                     scaler.update()
                 step += 1
         return losses, step
-
-    @staticmethod
-    def _drop_modalities(mask: Tensor, kept: Tensor) -> Tensor:
-        """``mask`` (..., M) with the modalities ``kept`` does not keep masked out (``kept`` holds True with
-        probability 1 - ``modality_dropout``); a row left with none keeps its own mask."""
-        kept = mask & kept
-        return torch.where(kept.any(-1, keepdim=True), kept, mask)
 
     @torch.inference_mode()
     def predict(self, model: MultimodalClassifier, data: MultimodalData, idx: Tensor | None = None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from mmal.hooks import drop_modalities
 from mmal.models.dropout import CounterDropout, MaskKeys, counter_dropout, hash32, hash32_int, threshold
-from mmal.training import Trainer
 
 
 def test_the_tensor_hash_is_lowbias32_bit_for_bit():
@@ -75,7 +75,7 @@ def test_modality_dropout_keeps_a_modality_per_row_and_drops_at_its_rate():
     mask = torch.ones(4000, 2, dtype=torch.bool)
     mask[:1000, 1] = False  # a quarter of the rows have a only
     kept = MaskKeys([0], "modality_dropout").keep(mask.shape, 0.7, 0)[0]
-    out = Trainer._drop_modalities(mask, kept)
+    out = drop_modalities(mask, kept)
     assert out.any(1).all() and not (out & ~mask).any()
     assert out[:1000, 0].all()  # a row's only modality is never dropped
     both = out[1000:]

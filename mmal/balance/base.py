@@ -4,6 +4,7 @@ and the fused model's prediction from each modality alone."""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -75,6 +76,15 @@ class BalanceMethod(TrainingHook):
             if value is not None:
                 hook._sums[key][0] += value
                 hook._sums[key][1] += 1
+
+    def track_tensors(self, quantities: dict[str, Tensor]) -> None:
+        """``track`` each quantity's step values, ([K,] M): one per member and modality, NaN for none this step;
+        all of them reach the host in one transfer."""
+        k, m = len(self.generators), len(self.modalities)
+        host = torch.stack([values.reshape(k, m) for values in quantities.values()]).tolist()
+        for quantity, rows in zip(quantities, host):
+            for i, modality in enumerate(self.modalities):
+                self.track(f"{quantity}/{modality}", [None if math.isnan(row[i]) else row[i] for row in rows])
 
     def state(self) -> dict[str, float]:
         """The method's own state over the last ``fit``: the mean of each ``<quantity>/<modality>`` over the

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmal.balance.base import BalanceMethod, check_window
 from mmal.errors import check_number
-from mmal.hooks import Batch
+from mmal.hooks import Batch, fused_cross_entropy, head_cross_entropy
 from mmal.models.classifier import ModelOutput, MultimodalClassifier
 
 
@@ -89,15 +88,10 @@ class MMPareto(BalanceMethod):
     def loss(self, model: nn.Module, out: ModelOutput, batch: Batch) -> Tensor | None:
         self._grads = None
         present = batch.mask.float()  # ([K,] B, M)
-        per = F.cross_entropy(out.aux_logits.float().flatten(0, -2), batch.y[..., None].expand(batch.mask.shape)
-                              .flatten(), reduction="none").view(present.shape)
+        per = head_cross_entropy(out, batch)
         unimodal = ((per * present).sum(-2) / present.sum(-2).clamp_min(1)).sum()  # sum over members and modalities
         if self.in_window(batch.step):
-            if self.members:
-                fused = F.cross_entropy(out.logits.float().flatten(0, 1), batch.y.flatten(),
-                                        reduction="none").view(batch.y.shape).mean(1).sum()
-            else:
-                fused = F.cross_entropy(out.logits.float(), batch.y)
+            fused = fused_cross_entropy(out, batch.y).sum()
             params = [p for group in self._params for p in group]
             self._grads = (list(torch.autograd.grad(fused, params, retain_graph=True, allow_unused=True)),
                            list(torch.autograd.grad(unimodal, params, retain_graph=True, allow_unused=True)))
@@ -126,8 +120,4 @@ class MMPareto(BalanceMethod):
                 p.grad = self.gamma * scale.view(view) * new
             values.append(cos)
             weights.append(1 - k_mm)
-        host = torch.stack(values + weights).tolist()  # one transfer: (2M, K)
-        m = len(self.modalities)
-        for i, modality in enumerate(self.modalities):
-            self.track(f"mmpareto_cos/{modality}", host[i])
-            self.track(f"mmpareto_weight/{modality}", host[m + i])
+        self.track_tensors({"mmpareto_cos": torch.stack(values, -1), "mmpareto_weight": torch.stack(weights, -1)})

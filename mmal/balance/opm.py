@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor, nn
 
 from mmal.balance.base import BalanceMethod, check_window, modality_scores
 from mmal.errors import check_number
-from mmal.hooks import Batch
+from mmal.hooks import Batch, drop_modalities
 
 
 class OPM(BalanceMethod):
@@ -101,16 +100,8 @@ class OPM(BalanceMethod):
         execute, uniform = torch.stack(coins) >= 1 - self.p_exe, torch.stack(uniforms)  # (K, 1), (K, B, M)
         if not self.members:
             execute, uniform = execute[0], uniform[0]
-        keep = (uniform < 1 - drop[..., None, :]) | ~execute[..., None]
-        kept = batch.mask & keep
-        mask = torch.where(kept.any(-1, keepdim=True), kept, batch.mask)
+        mask = drop_modalities(batch.mask, (uniform < 1 - drop[..., None, :]) | ~execute[..., None])
         present = batch.mask.float().sum(-2)
         dropped = (batch.mask & ~mask).float().sum(-2) / present  # ([K,] M); NaN where no row has m
-        values = torch.cat([t.reshape(-1) for t in (ratios, drop, dropped)]).tolist()
-        k, m = len(self.generators), len(self.modalities)
-        for j, quantity in enumerate(("opm_ratio", "opm_drop", "opm_dropped")):
-            part = values[j * k * m:(j + 1) * k * m]
-            for i, modality in enumerate(self.modalities):
-                self.track(f"{quantity}/{modality}",
-                           [None if math.isnan(part[r * m + i]) else part[r * m + i] for r in range(k)])
+        self.track_tensors({"opm_ratio": ratios, "opm_drop": drop, "opm_dropped": dropped})
         return Batch(batch.x, mask, batch.y, batch.step)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from typing import ClassVar
 
@@ -84,6 +83,7 @@ class UMT(BalanceMethod):
         total, tracked = None, []
         for i, (m, teacher) in enumerate(zip(self.modalities, self._encoders)):
             if teacher is None:
+                tracked.append(torch.full((len(self.generators),), torch.nan, device=batch.mask.device))
                 continue
             encoder, has = teacher
             with torch.no_grad():
@@ -96,9 +96,6 @@ class UMT(BalanceMethod):
                 mse = mse * has
             term = self.alpha * mse.sum()
             total = term if total is None else total + term
-            tracked.append((m, torch.where(has & (count > 0), mse.detach(), torch.nan)))
-        if tracked:  # one transfer for the step's values
-            values = torch.stack([torch.atleast_1d(v) for _, v in tracked]).tolist()
-            for (m, _), row in zip(tracked, values):
-                self.track(f"umt_mse/{m}", [None if math.isnan(v) else v for v in row])
+            tracked.append(torch.where(has & (count > 0), mse.detach(), torch.nan).reshape(-1))
+        self.track_tensors({"umt_mse": torch.stack(tracked, -1)})
         return total
